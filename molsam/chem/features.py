@@ -1,0 +1,182 @@
+"""SMILES -> integer-coded molecular graph.
+
+Every atom and bond becomes a handful of small integer category codes (one byte each), not a
+float one-hot vector: codes are ~2x faster to build and ~20x smaller, and the model embeds them
+on the device. Every vocabulary ends with an "unknown" slot, so a rare element, charge or
+hybridization maps there instead of failing (as chemprop's featurizers do).
+
+Graphs are heavy-atom graphs (hydrogens implicit, counted by the `total_hs` code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from rdkit import Chem
+
+from molsam.chem.encodings import random_walk_return_probabilities
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An ordered list of known values; any other value maps to the last code, `unknown`."""
+
+    name: str
+    choices: tuple
+
+    @property
+    def size(self) -> int:
+        """Number of codes, the unknown slot included."""
+        return len(self.choices) + 1
+
+    @property
+    def unknown(self) -> int:
+        return len(self.choices)
+
+    def lookup(self) -> dict:
+        return {value: code for code, value in enumerate(self.choices)}
+
+
+_HT = Chem.rdchem.HybridizationType
+_CT = Chem.rdchem.ChiralType
+_BT = Chem.rdchem.BondType
+_BS = Chem.rdchem.BondStereo
+
+#: Per-atom categorical features, in column order of `MolGraph.atom_codes`.
+ATOM_FEATURES: tuple[Vocabulary, ...] = (
+    Vocabulary("atomic_num", tuple(range(1, 119))),
+    Vocabulary(
+        "chirality",
+        (_CT.CHI_UNSPECIFIED, _CT.CHI_TETRAHEDRAL_CW, _CT.CHI_TETRAHEDRAL_CCW, _CT.CHI_OTHER),
+    ),
+    Vocabulary("degree", tuple(range(0, 7))),
+    Vocabulary("formal_charge", (-3, -2, -1, 0, 1, 2, 3)),
+    Vocabulary("total_hs", tuple(range(0, 5))),
+    Vocabulary("radical_electrons", (0, 1, 2)),
+    Vocabulary(
+        "hybridization", (_HT.S, _HT.SP, _HT.SP2, _HT.SP3, _HT.SP3D, _HT.SP3D2)
+    ),
+    Vocabulary("aromatic", (False, True)),
+    Vocabulary("in_ring", (False, True)),
+)
+
+#: Per-bond categorical features, in column order of `MolGraph.bond_codes`.
+BOND_FEATURES: tuple[Vocabulary, ...] = (
+    Vocabulary("bond_type", (_BT.SINGLE, _BT.DOUBLE, _BT.TRIPLE, _BT.AROMATIC)),
+    Vocabulary(
+        "stereo",
+        (_BS.STEREONONE, _BS.STEREOANY, _BS.STEREOZ, _BS.STEREOE, _BS.STEREOCIS, _BS.STEREOTRANS),
+    ),
+    Vocabulary("conjugated", (False, True)),
+    Vocabulary("in_ring", (False, True)),
+)
+
+ATOM_VOCAB_SIZES: tuple[int, ...] = tuple(v.size for v in ATOM_FEATURES)
+BOND_VOCAB_SIZES: tuple[int, ...] = tuple(v.size for v in BOND_FEATURES)
+
+#: Bump when codes change meaning: stores and checkpoints record it and refuse a mismatch.
+FEATURIZER_VERSION = 1
+DEFAULT_RWSE_STEPS = 16
+
+
+def featurizer_spec(rwse_steps: int = DEFAULT_RWSE_STEPS) -> dict:
+    """Everything that determines the codes: saved in stores and checkpoints, compared on load."""
+    return {
+        "version": FEATURIZER_VERSION,
+        "atom_features": [[v.name, v.size] for v in ATOM_FEATURES],
+        "bond_features": [[v.name, v.size] for v in BOND_FEATURES],
+        "rwse_steps": int(rwse_steps),
+    }
+
+
+_ATOM_LOOKUPS = [v.lookup() for v in ATOM_FEATURES]
+_BOND_LOOKUPS = [v.lookup() for v in BOND_FEATURES]
+_ATOM_UNKNOWN = [v.unknown for v in ATOM_FEATURES]
+_BOND_UNKNOWN = [v.unknown for v in BOND_FEATURES]
+
+
+class MolGraph(NamedTuple):
+    """One molecule as arrays. n atoms, m bonds (each bond once; the batcher adds both directions).
+
+    atom_codes: uint8 [n, len(ATOM_FEATURES)]
+    bond_atoms: int64 [m, 2] atom indices local to the molecule
+    bond_codes: uint8 [m, len(BOND_FEATURES)]
+    rwse:       float32 [n, rwse_steps] random-walk return probabilities (steps 1..K)
+    """
+
+    atom_codes: np.ndarray
+    bond_atoms: np.ndarray
+    bond_codes: np.ndarray
+    rwse: np.ndarray
+
+
+def _codes(values: list, lookups: list[dict], unknowns: list[int]) -> list[int]:
+    return [lookup.get(value, unk) for value, lookup, unk in zip(values, lookups, unknowns)]
+
+
+def mol_to_graph(mol: Chem.Mol, rwse_steps: int = DEFAULT_RWSE_STEPS) -> MolGraph:
+    """Integer-code a sanitized RDKit molecule (see ATOM_FEATURES / BOND_FEATURES for columns)."""
+    atom_rows = [
+        _codes(
+            [
+                atom.GetAtomicNum(),
+                atom.GetChiralTag(),
+                atom.GetDegree(),
+                atom.GetFormalCharge(),
+                atom.GetTotalNumHs(),
+                atom.GetNumRadicalElectrons(),
+                atom.GetHybridization(),
+                atom.GetIsAromatic(),
+                atom.IsInRing(),
+            ],
+            _ATOM_LOOKUPS,
+            _ATOM_UNKNOWN,
+        )
+        for atom in mol.GetAtoms()
+    ]
+    n = len(atom_rows)
+    bonds = list(mol.GetBonds())
+    bond_atoms = np.array(
+        [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in bonds], dtype=np.int64
+    ).reshape(-1, 2)
+    bond_rows = [
+        _codes(
+            [b.GetBondType(), b.GetStereo(), b.GetIsConjugated(), b.IsInRing()],
+            _BOND_LOOKUPS,
+            _BOND_UNKNOWN,
+        )
+        for b in bonds
+    ]
+    return MolGraph(
+        atom_codes=np.array(atom_rows, dtype=np.uint8).reshape(n, len(ATOM_FEATURES)),
+        bond_atoms=bond_atoms,
+        bond_codes=np.array(bond_rows, dtype=np.uint8).reshape(-1, len(BOND_FEATURES)),
+        rwse=random_walk_return_probabilities(n, bond_atoms, rwse_steps),
+    )
+
+
+def parse_smiles(smiles: str) -> tuple[Chem.Mol | None, str]:
+    """Parse and sanitize one SMILES. Returns (mol, "") or (None, RDKit's reason).
+
+    The reason comes from the exception RDKit raises while sanitizing (e.g. "Explicit valence for
+    atom # 20 Al, 6, is greater than permitted"), or names a syntax error when parsing fails.
+    """
+    text = smiles.strip()
+    if not text:
+        return None, "empty SMILES"
+    mol = Chem.MolFromSmiles(text)
+    if mol is not None:
+        if mol.GetNumAtoms() == 0:
+            return None, "SMILES has no atoms"
+        return mol, ""
+    # Failure path only (rare): find out why, without printing RDKit's log lines.
+    raw = Chem.MolFromSmiles(text, sanitize=False)
+    if raw is None:
+        return None, f"SMILES parse error: {text!r} is not valid SMILES syntax"
+    try:
+        Chem.SanitizeMol(raw)
+    except Exception as exc:  # RDKit raises several sanitization exception types
+        return None, " ".join(str(exc).split())
+    return None, "RDKit could not build a molecule from this SMILES"

@@ -1,0 +1,1 @@
+"""molsam.data."""

@@ -1,0 +1,114 @@
+"""Batches of molecules as flat tensors, gathered from a GraphStore without per-molecule Python.
+
+A batch is built by a few vectorized gathers over the store's concatenated arrays (CSR offsets).
+Sizes that shape the output (total atoms, total bonds, largest molecule) are computed on the host
+from a host copy of the per-molecule counts, so building a batch on the GPU never waits for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class GraphBatch:
+    """B molecules with N atoms and M bonds in all (edges in both directions: E = 2M).
+
+    atom_codes: uint8 [N, F_atom] category codes (columns: molsam.chem.features.ATOM_FEATURES)
+    rwse:       float [N, K] random-walk return probabilities (float16 in the store)
+    edge_index: int64 [2, E] batch-global atom indices; edge e and e + M are the same bond
+    bond_codes: uint8 [E, F_bond] category codes (columns: molsam.chem.features.BOND_FEATURES)
+    node_graph: int64 [N] molecule of each atom, in 0..B-1, non-decreasing
+    node_slot:  int64 [N] position of each atom inside its molecule, in 0..max_atoms-1
+    y:          float32 [B, T] labels, NaN where missing (None when unlabeled)
+    index:      int64 [B] row of each molecule in the store
+    num_graphs: B, a host int
+    max_atoms:  atoms in the largest molecule, a host int (dense attention layout [B, max_atoms])
+    """
+
+    atom_codes: Tensor
+    rwse: Tensor
+    edge_index: Tensor
+    bond_codes: Tensor
+    node_graph: Tensor
+    node_slot: Tensor
+    y: Tensor | None
+    index: Tensor
+    num_graphs: int
+    max_atoms: int
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> "GraphBatch":
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                value = value.to(device, non_blocking=non_blocking)
+            moved[f.name] = value
+        return GraphBatch(**moved)
+
+
+@dataclass
+class BatchSource:
+    """The store's arrays as tensors on one device, plus host copies of the per-molecule counts.
+
+    atom_ptr, bond_ptr: int64 [G+1] CSR offsets; atom_codes [A, F_atom]; rwse [A, K];
+    bond_atoms [Mtot, 2] local atom indices; bond_codes [Mtot, F_bond]; y float32 [G, T].
+    """
+
+    atom_ptr: Tensor
+    bond_ptr: Tensor
+    atom_codes: Tensor
+    rwse: Tensor
+    bond_atoms: Tensor
+    bond_codes: Tensor
+    y: Tensor | None
+    atom_counts_host: np.ndarray
+    bond_counts_host: np.ndarray
+
+    @property
+    def device(self) -> torch.device:
+        return self.atom_codes.device
+
+    def gather(self, index: np.ndarray) -> GraphBatch:
+        """Batch of molecules `index` (host int array [B]); tensors live on `self.device`."""
+        index = np.asarray(index, dtype=np.int64)
+        atom_counts_host = self.atom_counts_host[index]
+        bond_counts_host = self.bond_counts_host[index]
+        total_atoms = int(atom_counts_host.sum())
+        total_bonds = int(bond_counts_host.sum())
+        device = self.device
+        idx = torch.from_numpy(index).to(device, non_blocking=True)
+        num_graphs = len(index)
+        atom_counts = torch.from_numpy(atom_counts_host).to(device, non_blocking=True)
+        bond_counts = torch.from_numpy(bond_counts_host).to(device, non_blocking=True)
+        graphs = torch.arange(num_graphs, device=device)
+
+        node_graph = torch.repeat_interleave(graphs, atom_counts, output_size=total_atoms)
+        batch_atom_start = torch.cumsum(atom_counts, 0) - atom_counts
+        node_slot = torch.arange(total_atoms, device=device) - batch_atom_start[node_graph]
+        store_atom = self.atom_ptr[idx][node_graph] + node_slot
+
+        bond_graph = torch.repeat_interleave(graphs, bond_counts, output_size=total_bonds)
+        batch_bond_start = torch.cumsum(bond_counts, 0) - bond_counts
+        bond_slot = torch.arange(total_bonds, device=device) - batch_bond_start[bond_graph]
+        store_bond = self.bond_ptr[idx][bond_graph] + bond_slot
+        ends = self.bond_atoms[store_bond].long() + batch_atom_start[bond_graph].unsqueeze(1)
+        edge_index = torch.cat([ends.t(), ends.t().flip(0)], dim=1)
+        bond_codes = self.bond_codes[store_bond]
+
+        return GraphBatch(
+            atom_codes=self.atom_codes[store_atom],
+            rwse=self.rwse[store_atom],
+            edge_index=edge_index,
+            bond_codes=torch.cat([bond_codes, bond_codes], dim=0),
+            node_graph=node_graph,
+            node_slot=node_slot,
+            y=None if self.y is None else self.y[idx],
+            index=idx,
+            num_graphs=num_graphs,
+            max_atoms=int(atom_counts_host.max()) if num_graphs else 0,
+        )

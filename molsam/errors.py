@@ -1,0 +1,26 @@
+"""Typed errors. The CLI turns every MolsamError into one line on stderr and exit code 2.
+
+Messages name the file, row, column or key at fault, the value, and the valid choices.
+"""
+
+from __future__ import annotations
+
+
+class MolsamError(Exception):
+    """Base class of every error that is the user's input, not a bug."""
+
+
+class InputError(MolsamError):
+    """A data file is missing, empty, malformed, or lacks a column (names file, row, column)."""
+
+
+class ConfigError(MolsamError):
+    """A recipe key is unknown, of the wrong type or out of range (names the dotted key)."""
+
+
+class CheckpointError(MolsamError):
+    """A checkpoint is corrupt, foreign, or of an incompatible format version."""
+
+
+class DatasetError(MolsamError):
+    """A named dataset is unknown or cannot be fetched."""
