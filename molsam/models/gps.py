@@ -1,0 +1,335 @@
+"""GPS graph transformer for molecules.
+
+Rampasek, Galkin, Dwivedi, Luu, Wolf, Beaini, "Recipe for a General, Powerful, Scalable Graph
+Transformer", NeurIPS 2022. Each GPS layer adds a local message-passing update (here GINE:
+Hu, Liu, Gomes, Zitnik, Liang, Vijay Pande, Leskovec, "Strategies for Pre-training Graph Neural
+Networks", ICLR 2020) and a global multi-head self-attention update over the atoms of each molecule
+(Vaswani et al., "Attention Is All You Need", NeurIPS 2017), then a feed-forward block.
+
+Choices that differ from the paper's reference code, and why:
+- LayerNorm instead of BatchNorm: BatchNorm's running statistics would also move on the perturbed
+  forward pass of SAM-type optimizers (GraphSAM, SAM, ...), so evaluation would see statistics of
+  weights that were never kept.
+- No host synchronization in `forward`: the dense attention layout is built from
+  `batch.node_graph`, `batch.node_slot` and the host int `batch.max_atoms` with index_copy, never
+  with `to_dense_batch` (which calls `.item()` without `max_num_nodes`), boolean-mask indexing,
+  `.nonzero()` or `.tolist()`. That keeps a train step capturable as one CUDA graph per shape.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from molsam.chem.features import ATOM_VOCAB_SIZES, BOND_VOCAB_SIZES, DEFAULT_RWSE_STEPS
+from molsam.data.batching import GraphBatch
+
+POOLINGS = ("mean", "sum", "attention")
+
+
+class CodeEmbedding(nn.Module):
+    """Sum of one learned embedding per integer code column.
+
+    Stored as a single table with per-column offsets so that all columns are embedded by one
+    lookup (one kernel) instead of one per column; mathematically the same as a ModuleList of
+    nn.Embedding whose outputs are summed (OGB's AtomEncoder, Hu et al. 2020).
+
+    Input: uint8/int [R, C] codes, column c in 0..vocab_sizes[c]-1. Output: float [R, dim].
+    """
+
+    def __init__(self, vocab_sizes: tuple[int, ...] | list[int], dim: int) -> None:
+        super().__init__()
+        sizes = [int(s) for s in vocab_sizes]
+        offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0)
+        # Not persistent: derived from the vocabulary, so it stays out of checkpoints.
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.table = nn.Embedding(sum(sizes), dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.table.weight)
+
+    def forward(self, codes: Tensor) -> Tensor:
+        return self.table(codes.long() + self.offsets).sum(dim=1)
+
+
+def dense_index(batch: GraphBatch) -> tuple[Tensor, Tensor]:
+    """Flat slot of each atom in the dense [B, L] layout, and the key-padding mask.
+
+    Returns:
+        flat:  int64 [N], node_graph * L + node_slot with L = batch.max_atoms.
+        valid: bool [B, L], True where a slot holds an atom.
+    """
+    length = batch.max_atoms
+    flat = batch.node_graph * length + batch.node_slot
+    valid = torch.zeros(batch.num_graphs * length, dtype=torch.bool, device=flat.device)
+    valid = valid.index_fill(0, flat, True)
+    return flat, valid.view(batch.num_graphs, length)
+
+
+def to_dense(x: Tensor, flat: Tensor, num_graphs: int, length: int) -> Tensor:
+    """Scatter node rows [N, H] into a zero-padded [B, L, H] tensor (differentiable)."""
+    dense = x.new_zeros(num_graphs * length, x.shape[-1])
+    return dense.index_copy(0, flat, x).view(num_graphs, length, x.shape[-1])
+
+
+class GINELayer(nn.Module):
+    """GINE message passing (Hu et al., ICLR 2020), eps fixed at 0:
+
+        h_i = MLP(x_i + sum_{j -> i} ReLU(x_j + e_ji))
+
+    Written with index_add_ (no host sync; PyG's GINEConv is equivalent). Shapes: x [N, H],
+    edge_index int64 [2, E] (row 0 source, row 1 target), edge_attr [E, H] -> [N, H].
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        src, dst = edge_index[0], edge_index[1]
+        messages = F.relu(x.index_select(0, src) + edge_attr)
+        # Accumulate in the message dtype (fp32 under autocast since embeddings stay fp32).
+        aggregated = torch.zeros(
+            x.shape[0], x.shape[1], dtype=messages.dtype, device=x.device
+        ).index_add_(0, dst, messages)
+        return self.mlp(x + aggregated)
+
+
+class DenseSelfAttention(nn.Module):
+    """Multi-head self-attention over the atoms of each molecule, padded to [B, L, H].
+
+    Uses torch.nn.functional.scaled_dot_product_attention (flash / memory-efficient kernels where
+    available). `valid` bool [B, L] masks padded keys; padded query rows are computed but
+    discarded by the caller. Every molecule has at least one atom, so no row is fully masked.
+    """
+
+    def __init__(self, hidden: int, heads: int, attn_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attn_dropout = attn_dropout
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.qkv.weight)
+        nn.init.zeros_(self.qkv.bias)
+        self.out.reset_parameters()
+
+    def forward(self, dense: Tensor, valid: Tensor) -> Tensor:
+        """dense [B, L, H], valid bool [B, L] -> [B, L, H]."""
+        b, length, hidden = dense.shape
+        q, k, v = (
+            self.qkv(dense)
+            .view(b, length, 3, self.heads, hidden // self.heads)
+            .permute(2, 0, 3, 1, 4)  # [3, B, heads, L, d]
+            .unbind(0)
+        )
+        mask = valid[:, None, None, :]  # [B, 1, 1, L]: True = may attend
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        return self.out(attended.transpose(1, 2).reshape(b, length, hidden))
+
+
+class GPSLayer(nn.Module):
+    """One GPS layer (Rampasek et al. 2022, eq. 2-4), with LayerNorm in place of BatchNorm:
+
+        local  = LN(x + Dropout(GINE(x, e)))
+        global = LN(x + Dropout(Attn(x)))
+        h      = local + global
+        out    = LN(h + Dropout(FFN(h)))
+
+    Shapes: x [N, H] -> [N, H].
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float, attn_dropout: float) -> None:
+        super().__init__()
+        self.local = GINELayer(hidden)
+        self.attn = DenseSelfAttention(hidden, heads, attn_dropout)
+        self.norm_local = nn.LayerNorm(hidden)
+        self.norm_attn = nn.LayerNorm(hidden)
+        self.norm_out = nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.local.reset_parameters()
+        self.attn.reset_parameters()
+        for norm in (self.norm_local, self.norm_attn, self.norm_out):
+            norm.reset_parameters()
+        for module in self.ffn:
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        flat: Tensor,
+        valid: Tensor,
+    ) -> Tensor:
+        local = self.norm_local(x + self.dropout(self.local(x, edge_index, edge_attr)))
+        b, length = valid.shape
+        dense = to_dense(x, flat, b, length)
+        attended = self.attn(dense, valid).reshape(b * length, -1).index_select(0, flat)
+        glob = self.norm_attn(x + self.dropout(attended))
+        h = local + glob
+        return self.norm_out(h + self.dropout(self.ffn(h)))
+
+
+class GPSModel(nn.Module):
+    """GPS graph transformer with a graph readout and a multi-task head.
+
+    Input embedding: sum of learned embeddings of the integer atom codes (one table per
+    column of molsam.chem.features.ATOM_FEATURES) plus a linear projection of the RWSE
+    encodings (Dwivedi et al., ICLR 2022). Bonds: sum of learned embeddings of the bond codes,
+    shared by all layers. Then `layers` GPS layers, a readout over the atoms of each molecule and
+    an MLP head.
+
+    Args:
+        num_tasks: T, outputs per molecule (logits for classification, standardized values for
+            regression).
+        hidden: H, width of atom and bond representations; divisible by `heads`.
+        layers: number of GPS layers.
+        heads: attention heads.
+        dropout: dropout after the local, attention and feed-forward blocks and in the head.
+        pe_steps: K, RWSE steps the featurizer produced (batch.rwse is [N, K]).
+        pooling: graph readout, one of "mean", "sum", "attention" (softmax-gated sum, Li et al.,
+            "Gated Graph Sequence Neural Networks", ICLR 2016).
+        attn_dropout: dropout on attention weights.
+
+    forward(batch: GraphBatch) -> float [B, T].
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        hidden: int = 64,
+        layers: int = 3,
+        heads: int = 4,
+        dropout: float = 0.1,
+        pe_steps: int = DEFAULT_RWSE_STEPS,
+        pooling: str = "mean",
+        attn_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("num_tasks", num_tasks)
+        _check_positive_int("hidden", hidden)
+        _check_positive_int("layers", layers)
+        _check_positive_int("heads", heads)
+        if isinstance(pe_steps, bool) or not isinstance(pe_steps, int) or pe_steps < 0:
+            raise ValueError(f"pe_steps: expected an int >= 0, got {pe_steps!r}")
+        if hidden % heads != 0:
+            divisors = [h for h in range(1, hidden + 1) if hidden % h == 0]
+            raise ValueError(
+                f"hidden={hidden} is not divisible by heads={heads}; valid heads for this "
+                f"hidden: {', '.join(map(str, divisors))}"
+            )
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
+        for name, p in (("dropout", dropout), ("attn_dropout", attn_dropout)):
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+                raise ValueError(f"{name}: expected a number in [0, 1), got {p!r}")
+
+        self.num_tasks = num_tasks
+        self.hidden = hidden
+        self.num_layers = layers
+        self.heads = heads
+        self.dropout_p = float(dropout)
+        self.pe_steps = pe_steps
+        self.pooling = pooling
+        self.attn_dropout = float(attn_dropout)
+
+        self.atom_embedding = CodeEmbedding(ATOM_VOCAB_SIZES, hidden)
+        self.bond_embedding = CodeEmbedding(BOND_VOCAB_SIZES, hidden)
+        self.pe_projection = nn.Linear(pe_steps, hidden) if pe_steps > 0 else None
+        self.layers = nn.ModuleList(
+            GPSLayer(hidden, heads, self.dropout_p, self.attn_dropout) for _ in range(layers)
+        )
+        self.gate = nn.Linear(hidden, 1) if pooling == "attention" else None
+        self.head = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(self.dropout_p), nn.Linear(hidden, num_tasks)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.atom_embedding.reset_parameters()
+        self.bond_embedding.reset_parameters()
+        if self.pe_projection is not None:
+            self.pe_projection.reset_parameters()
+        for layer in self.layers:
+            layer.reset_parameters()
+        if self.gate is not None:
+            self.gate.reset_parameters()
+        for module in self.head:
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def config(self) -> dict:
+        """Constructor arguments as plain builtins: `GPSModel(**model.config())` rebuilds it."""
+        return {
+            "num_tasks": self.num_tasks,
+            "hidden": self.hidden,
+            "layers": self.num_layers,
+            "heads": self.heads,
+            "dropout": self.dropout_p,
+            "pe_steps": self.pe_steps,
+            "pooling": self.pooling,
+            "attn_dropout": self.attn_dropout,
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def embed(self, batch: GraphBatch) -> Tensor:
+        """Atom representations after the last GPS layer: [N, H]."""
+        x = self.atom_embedding(batch.atom_codes)
+        if self.pe_projection is not None:
+            x = x + self.pe_projection(batch.rwse.to(self.pe_projection.weight.dtype))
+        edge_attr = self.bond_embedding(batch.bond_codes)
+        flat, valid = dense_index(batch)
+        for layer in self.layers:
+            x = layer(x, batch.edge_index, edge_attr, flat, valid)
+        return x
+
+    def readout(self, x: Tensor, batch: GraphBatch) -> Tensor:
+        """Pool atom rows [N, H] into molecule rows [B, H] (no host sync)."""
+        b = batch.num_graphs
+        if self.pooling == "attention":
+            flat, valid = dense_index(batch)
+            dense = to_dense(x, flat, b, batch.max_atoms)  # [B, L, H]
+            scores = self.gate(dense).squeeze(-1).float()  # [B, L]
+            scores = scores.masked_fill(~valid, float("-inf"))
+            weights = torch.softmax(scores, dim=-1).to(dense.dtype)
+            return torch.bmm(weights.unsqueeze(1), dense).squeeze(1)
+        pooled = x.new_zeros(b, x.shape[1]).index_add_(0, batch.node_graph, x)
+        if self.pooling == "mean":
+            counts = torch.zeros(b, dtype=x.dtype, device=x.device).index_add_(
+                0, batch.node_graph, torch.ones_like(batch.node_graph, dtype=x.dtype)
+            )
+            pooled = pooled / counts.clamp(min=1).unsqueeze(1)
+        return pooled
+
+    def forward(self, batch: GraphBatch) -> Tensor:
+        """batch with B molecules -> float [B, num_tasks]."""
+        return self.head(self.readout(self.embed(batch), batch))
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")

@@ -1,0 +1,162 @@
+"""GPSModel: shapes, invariances, padding isolation, gradients, autocast, config, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from molsam.chem.features import mol_to_graph, parse_smiles
+from molsam.data.batching import BatchSource, GraphBatch
+from molsam.models import POOLINGS, GPSModel
+
+SMILES = [
+    "CCO",
+    "c1ccccc1O",
+    "CC(=O)Nc1ccc(O)cc1",
+    "[Na+].[Cl-]",
+    "C",
+    "O=C(O)C[C@H](N)C(=O)O",
+    "CN1C=NC2=C1C(=O)N(C(=O)N2C)C",
+]
+
+
+def make_batch(mols: list[Chem.Mol], num_tasks: int = 2, pe_steps: int = 16) -> GraphBatch:
+    graphs = [mol_to_graph(m, pe_steps) for m in mols]
+    atom_counts = np.array([len(g.atom_codes) for g in graphs], dtype=np.int64)
+    bond_counts = np.array([len(g.bond_codes) for g in graphs], dtype=np.int64)
+    source = BatchSource(
+        atom_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(atom_counts)])),
+        bond_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(bond_counts)])),
+        atom_codes=torch.from_numpy(np.concatenate([g.atom_codes for g in graphs])),
+        rwse=torch.from_numpy(np.concatenate([g.rwse for g in graphs]).astype(np.float16)),
+        bond_atoms=torch.from_numpy(np.concatenate([g.bond_atoms for g in graphs])),
+        bond_codes=torch.from_numpy(np.concatenate([g.bond_codes for g in graphs])),
+        y=torch.zeros(len(graphs), num_tasks),
+        atom_counts_host=atom_counts,
+        bond_counts_host=bond_counts,
+    )
+    return source.gather(np.arange(len(graphs)))
+
+
+def mols(smiles: list[str]) -> list[Chem.Mol]:
+    out = []
+    for s in smiles:
+        mol, reason = parse_smiles(s)
+        assert mol is not None, reason
+        out.append(mol)
+    return out
+
+
+def seeded_model(**kwargs) -> GPSModel:
+    torch.manual_seed(0)
+    return GPSModel(**{"num_tasks": 3, **kwargs}).eval()
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_output_shape(pooling: str) -> None:
+    model = seeded_model(pooling=pooling)
+    out = model(make_batch(mols(SMILES)))
+    assert out.shape == (len(SMILES), 3)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_atom_renumbering_does_not_change_prediction(pooling: str) -> None:
+    model = seeded_model(pooling=pooling)
+    mol = mols(["CC(=O)Nc1ccc(O)cc1"])[0]
+    order = list(np.random.default_rng(0).permutation(mol.GetNumAtoms()))
+    assert order != list(range(mol.GetNumAtoms()))
+    renumbered = Chem.RenumberAtoms(mol, [int(i) for i in order])
+    with torch.no_grad():
+        a = model(make_batch([mol]))
+        b = model(make_batch([renumbered]))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_prediction_alone_equals_prediction_in_batch(pooling: str) -> None:
+    # The small molecules are padded up to caffeine's size inside the batch: padding must not leak.
+    model = seeded_model(pooling=pooling)
+    all_mols = mols(SMILES)
+    with torch.no_grad():
+        together = model(make_batch(all_mols))
+        for i, mol in enumerate(all_mols):
+            alone = model(make_batch([mol]))
+            torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_every_parameter_gets_a_gradient(pooling: str) -> None:
+    model = seeded_model(pooling=pooling).train()
+    model(make_batch(mols(SMILES))).square().sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_bfloat16_autocast_runs_and_backpropagates() -> None:
+    model = seeded_model(pooling="attention").train()
+    batch = make_batch(mols(SMILES))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    assert out.dtype == torch.bfloat16
+    assert out.shape == (len(SMILES), 3)
+    out.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        reference = model.eval()(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(batch).float()
+    torch.testing.assert_close(low, reference, atol=0.1, rtol=0.1)
+
+
+def test_dropout_is_active_only_in_training() -> None:
+    model = seeded_model(dropout=0.5)
+    batch = make_batch(mols(SMILES))
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model(batch))
+        model.train()
+        assert not torch.equal(model(batch), model(batch))
+
+
+def test_config_round_trip_rebuilds_identical_model() -> None:
+    model = seeded_model(hidden=32, layers=2, heads=2, pooling="sum", pe_steps=8, attn_dropout=0.1)
+    config = model.config()
+    assert all(isinstance(v, (int, float, str)) for v in config.values())
+    rebuilt = GPSModel(**config)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    assert rebuilt.config() == config
+    batch = make_batch(mols(SMILES), pe_steps=8)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(batch), model(batch))
+    assert repr(model) == (
+        "GPSModel(num_tasks=3, hidden=32, layers=2, heads=2, dropout=0.1, pe_steps=8, "
+        "pooling='sum', attn_dropout=0.1)"
+    )
+
+
+def test_reset_parameters_changes_weights() -> None:
+    model = seeded_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.reset_parameters()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("atom_embedding" in k for k in changed)
+    assert any("layers.0.attn.qkv" in k for k in changed)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pooling": "max"}, "mean, sum, attention"),
+        ({"hidden": 30, "heads": 4}, "not divisible by heads=4"),
+        ({"layers": 0}, "layers"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"hidden": True}, "hidden"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GPSModel(2, **kwargs)
