@@ -1,0 +1,278 @@
+"""Shared machinery of the sharpness-aware wrappers in molsam.optim.
+
+Every wrapper is a `torch.optim.Optimizer` that builds its base optimizer (Adam by default) inside
+itself and shares the base optimizer's `param_groups` (the same dict objects), so LR schedulers,
+`lr` edits and per-epoch `rho` edits reach both. Hyper-parameters (`rho`, `beta`, ...) live in the
+param groups. Per-parameter buffers live in `self.state[p]` (saved by `Optimizer.state_dict`);
+host-side counters live in `self._counters`, and `state_dict()` adds them together with the base
+optimizer's own state dict, so a resumed run continues bit for bit.
+
+The helpers below are the vector algebra every algorithm shares. They work on lists of tensors
+with multi-tensor `torch._foreach_*` kernels and never read a value back to the host: global norms
+stay 0-dim device tensors and divisions are guarded with a clamp instead of a Python branch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from molsam.errors import ConfigError
+
+Closure = Callable[[], Any]
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+
+# Smallest norm we divide by. A zero gradient then gives a zero direction (and a zero
+# perturbation) instead of NaN, without a data-dependent Python branch (which would sync).
+_NORM_FLOOR = 1e-12
+
+
+class OptimConfigError(ConfigError, ValueError):
+    """A bad optimizer name, keyword or hyper-parameter value.
+
+    A `ConfigError` (so the CLI prints one line) and a `ValueError` (the exception type
+    `torch.optim` raises for bad hyper-parameters, so code written against torch catches it).
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or value < 0:
+        raise OptimConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_unit_interval(name: str, value: float, *, closed_right: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and 0.0 <= value and (value <= 1.0 if closed_right else value < 1.0)
+    if not ok:
+        bracket = "]" if closed_right else ")"
+        raise OptimConfigError(f"{name} must be in [0, 1{bracket}, got {value!r}")
+
+
+def check_positive_int(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise OptimConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_base_optimizer(base_optimizer: Any) -> None:
+    if not (inspect.isclass(base_optimizer) and issubclass(base_optimizer, torch.optim.Optimizer)):
+        raise OptimConfigError(
+            f"base_optimizer must be a torch.optim.Optimizer subclass, got {base_optimizer!r}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# vector algebra on lists of tensors (one list = the parameters of one param group)
+
+
+def global_norm(tensors: list[Tensor], device: torch.device | None = None) -> Tensor:
+    """L2 norm over all tensors together, as a 0-dim tensor on the device (no host sync)."""
+    if not tensors:
+        return torch.zeros((), device=device)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def inv_norm(norm: Tensor) -> Tensor:
+    """1 / max(norm, floor): a zero vector stays zero after scaling, instead of becoming NaN."""
+    return norm.clamp(min=_NORM_FLOOR).reciprocal()
+
+
+def grads_by_group(
+    param_groups: list[dict[str, Any]],
+) -> tuple[list[list[Tensor]], list[list[Tensor]]]:
+    """Per param group: the parameters that have a `.grad` now, and those gradients.
+
+    Parameters without a gradient in this pass (unused branch, frozen) are left out of every norm
+    and perturbation; they are simply not in the lists.
+    """
+    params: list[list[Tensor]] = []
+    grads: list[list[Tensor]] = []
+    for group in param_groups:
+        ps = [p for p in group["params"] if p.grad is not None]
+        params.append(ps)
+        grads.append([p.grad for p in ps])
+    return params, grads
+
+
+def flat(lists: list[list[Tensor]]) -> list[Tensor]:
+    return [t for sub in lists for t in sub]
+
+
+def first_device(param_groups: list[dict[str, Any]]) -> torch.device:
+    for group in param_groups:
+        for p in group["params"]:
+            return p.device
+    return torch.device("cpu")
+
+
+def unit_direction(grads: list[list[Tensor]]) -> list[list[Tensor]]:
+    """g / ||g|| with the global norm over all groups (new tensors; grads are not modified)."""
+    scale = inv_norm(global_norm(flat(grads)))
+    return [torch._foreach_mul(gs, scale) if gs else [] for gs in grads]
+
+
+def asam_direction(
+    params: list[list[Tensor]], grads: list[list[Tensor]]
+) -> list[list[Tensor]]:
+    """ASAM's direction T²g / ||T g|| with T = |θ| element-wise (Kwon et al., ICML 2021).
+
+    Scaling by |θ| makes the neighbourhood invariant to rescaling weights (and layers).
+    """
+    t_grads = [torch._foreach_mul(gs, torch._foreach_abs(ps)) if gs else []
+               for ps, gs in zip(params, grads)]
+    scale = inv_norm(global_norm(flat(t_grads)))
+    out = []
+    for ps, tgs in zip(params, t_grads):
+        if tgs:
+            # T² g = |θ| (|θ| g); reuse the T g buffers in place.
+            torch._foreach_mul_(tgs, torch._foreach_abs(ps))
+            torch._foreach_mul_(tgs, scale)
+        out.append(tgs)
+    return out
+
+
+def sam_direction(
+    params: list[list[Tensor]], grads: list[list[Tensor]], adaptive: bool
+) -> list[list[Tensor]]:
+    """The unit-radius SAM (or ASAM) ascent direction for these gradients."""
+    return asam_direction(params, grads) if adaptive else unit_direction(grads)
+
+
+class Perturbation:
+    """θ ← θ + ρ·d for the given parameters, later undone exactly by `restore()`.
+
+    The original weights are copied and copied back rather than subtracting ε again: in floating
+    point (θ + ε) − ε ≠ θ, so subtracting would move the weights by rounding noise at every step
+    (a drift the base optimizer never asked for). The copy costs one parameter-sized buffer, as
+    keeping ε would.
+    """
+
+    __slots__ = ("params", "backup")
+
+    def __init__(
+        self,
+        param_groups: list[dict[str, Any]],
+        params: list[list[Tensor]],
+        directions: list[list[Tensor]],
+    ) -> None:
+        self.params = flat(params)
+        self.backup = torch._foreach_clone(self.params) if self.params else []
+        for group, ps, ds in zip(param_groups, params, directions):
+            if ps:
+                # ρ is read from the group at every step, so a schedule may change it per epoch.
+                torch._foreach_add_(ps, ds, alpha=group["rho"])
+
+    def restore(self) -> None:
+        if self.params:
+            torch._foreach_copy_(self.params, self.backup)
+
+
+# --------------------------------------------------------------------------------------------
+# the wrapper base class
+
+
+class SharpnessAwareOptimizer(torch.optim.Optimizer):
+    """Base class: builds the base optimizer, shares its param groups, saves everything.
+
+    Subclasses implement `step(closure)` and list their host-side counters in `_counters`.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        base_optimizer: type[torch.optim.Optimizer],
+        defaults: dict[str, Any],
+        base_kwargs: dict[str, Any],
+    ) -> None:
+        check_base_optimizer(base_optimizer)
+        super().__init__(params, {**defaults, **base_kwargs})
+        # The base optimizer adds its own defaults to the same group dicts; from here on
+        # wrapper and base see one set of groups (an `lr` or `rho` edit reaches both).
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+        self.defaults.update(self.base_optimizer.defaults)
+        self._counters: dict[str, Any] = {"steps": 0}
+
+    # -- the trainer-facing extras ------------------------------------------------------------
+
+    def reanchor(self) -> None:
+        """No-op for algorithms without a reusable perturbation estimate."""
+
+    @property
+    def steps(self) -> int:
+        """Number of completed `step` calls."""
+        return int(self._counters["steps"])
+
+    def _run(self, closure: Closure | None) -> Any:
+        if closure is None:
+            raise OptimConfigError(
+                f"{type(self).__name__}.step needs a closure that runs forward and backward "
+                "and returns the loss (it evaluates the loss at more than one point)"
+            )
+        # Optimizer.step runs under no_grad; the closure must build a graph.
+        with torch.enable_grad():
+            return closure()
+
+    def _fresh_pass(self, closure: Closure | None) -> Any:
+        """Zero the gradients, then forward + backward once."""
+        self.zero_grad(set_to_none=True)
+        return self._run(closure)
+
+    def _sam_update(
+        self,
+        closure: Closure | None,
+        params: list[list[Tensor]],
+        directions: list[list[Tensor]],
+    ) -> Any:
+        """Perturb along unit `directions` by ρ, take the gradient there, restore, base step."""
+        perturbation = Perturbation(self.param_groups, params, directions)
+        loss = self._fresh_pass(closure)
+        perturbation.restore()
+        self.base_optimizer.step()
+        return loss
+
+    # -- checkpointing ------------------------------------------------------------------------
+
+    def _extra_state(self) -> dict[str, Any]:
+        # Tensors are cloned: a saved dict must not change when training continues.
+        return {k: v.clone() if isinstance(v, Tensor) else v for k, v in self._counters.items()}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        device = first_device(self.param_groups)
+        for key, value in extra.items():
+            self._counters[key] = value.to(device).clone() if isinstance(value, Tensor) else value
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-parameter buffers, param groups, the base optimizer's state and the counters."""
+        out = super().state_dict()
+        out["base_optimizer"] = self.base_optimizer.state_dict()
+        out["molsam"] = self._extra_state()
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        missing = [k for k in ("base_optimizer", "molsam") if k not in state_dict]
+        if missing:
+            raise OptimConfigError(
+                f"{type(self).__name__}.load_state_dict: state dict lacks {missing} "
+                "(was it saved by a different optimizer?)"
+            )
+        own = {k: v for k, v in state_dict.items() if k not in ("base_optimizer", "molsam")}
+        super().load_state_dict(own)
+        self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        # Both loads build fresh group dicts: share the base optimizer's again.
+        self.param_groups = self.base_optimizer.param_groups
+        self._load_extra_state(state_dict["molsam"])
+
+    def __repr__(self) -> str:
+        group = self.param_groups[0] if self.param_groups else {}
+        shown = ", ".join(f"{k}={group[k]!r}" for k in ("lr", "rho", "beta") if k in group)
+        return f"{type(self).__name__}(base={type(self.base_optimizer).__name__}, {shown})"
