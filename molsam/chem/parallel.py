@@ -1,0 +1,133 @@
+"""Featurize many SMILES in parallel worker processes, into concatenated arrays.
+
+Workers receive chunks of SMILES and send back one set of concatenated arrays per chunk (not a
+list of per-molecule objects), so inter-process traffic is a few large buffers. This module does
+not import torch: forked workers stay light and never touch torch's thread pools.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rdkit import rdBase
+
+from molsam.chem.features import mols_to_arrays, parse_smiles
+
+CHUNK_SIZE = 256
+
+
+@dataclass
+class FeaturizedArrays:
+    """G valid molecules, A atoms and M bonds in all.
+
+    valid:       int64 [G] position of each valid molecule in the input sequence
+    atom_counts: int64 [G]; bond_counts: int64 [G]
+    atom_codes:  uint8 [A, F_atom]; rwse: float16 [A, K]
+    bond_atoms:  int64 [M, 2] atom indices local to each molecule
+    bond_codes:  uint8 [M, F_bond]
+    invalid:     [(position, reason)] for SMILES RDKit rejects
+    """
+
+    valid: np.ndarray
+    atom_counts: np.ndarray
+    bond_counts: np.ndarray
+    atom_codes: np.ndarray
+    rwse: np.ndarray
+    bond_atoms: np.ndarray
+    bond_codes: np.ndarray
+    invalid: list[tuple[int, str]]
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["FeaturizedArrays"], rwse_steps: int) -> "FeaturizedArrays":
+        if not parts:
+            parts = [featurize_chunk(0, [], rwse_steps)]
+        return cls(
+            valid=np.concatenate([p.valid for p in parts]),
+            atom_counts=np.concatenate([p.atom_counts for p in parts]),
+            bond_counts=np.concatenate([p.bond_counts for p in parts]),
+            atom_codes=np.concatenate([p.atom_codes for p in parts]),
+            rwse=np.concatenate([p.rwse for p in parts]),
+            bond_atoms=np.concatenate([p.bond_atoms for p in parts]),
+            bond_codes=np.concatenate([p.bond_codes for p in parts]),
+            invalid=[item for p in parts for item in p.invalid],
+        )
+
+
+def featurize_chunk(offset: int, smiles: Sequence[str], rwse_steps: int) -> FeaturizedArrays:
+    """Featurize `smiles`, whose first element is at position `offset` of the whole input."""
+    valid, mols, invalid = [], [], []
+    # BlockLogs is scoped: RDKit's own error lines are replaced by our invalid-row report,
+    # without silencing RDKit for the rest of the process.
+    blocker = rdBase.BlockLogs()
+    try:
+        for i, text in enumerate(smiles):
+            mol, reason = parse_smiles(text)
+            if mol is None:
+                invalid.append((offset + i, reason))
+            else:
+                valid.append(offset + i)
+                mols.append(mol)
+    finally:
+        del blocker
+    arrays = mols_to_arrays(mols, rwse_steps)
+    return FeaturizedArrays(
+        valid=np.array(valid, dtype=np.int64),
+        atom_counts=arrays.atom_counts,
+        bond_counts=arrays.bond_counts,
+        atom_codes=arrays.atom_codes,
+        rwse=arrays.rwse.astype(np.float16),
+        bond_atoms=arrays.bond_atoms,
+        bond_codes=arrays.bond_codes,
+        invalid=invalid,
+    )
+
+
+def _featurize_job(job: tuple[int, Sequence[str], int]) -> FeaturizedArrays:
+    return featurize_chunk(*job)
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def featurize_many(
+    smiles: Sequence[str],
+    rwse_steps: int,
+    workers: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> FeaturizedArrays:
+    """Featurize every SMILES, in input order, with `workers` processes (default: all cores).
+
+    `on_progress(n)` is called in the parent with the number of SMILES each finished chunk held.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    jobs = [
+        (start, list(smiles[start : start + chunk_size]), rwse_steps)
+        for start in range(0, len(smiles), chunk_size)
+    ]
+    parts = []
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            parts.append(_featurize_job(job))
+            if on_progress:
+                on_progress(len(job[1]))
+    else:
+        # fork starts in milliseconds; workers run RDKit and numpy only (no torch, no OpenMP).
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(min(workers, len(jobs))) as pool:
+            for part, job in zip(pool.imap(_featurize_job, jobs), jobs):
+                parts.append(part)
+                if on_progress:
+                    on_progress(len(job[1]))
+    return FeaturizedArrays.concatenate(parts, rwse_steps)

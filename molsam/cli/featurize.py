@@ -1,0 +1,115 @@
+"""`molsam featurize`: CSV or dataset name -> store, splits.json and invalid-row report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from molsam.data.pipeline import DataSpec, load_store, split_store
+from molsam.data.split_stats import split_statistics, write_splits_json
+from molsam.data.splits import DEFAULT_SIZES, METHODS
+from molsam.errors import ConfigError, MolsamError
+
+MAX_TASK_COLUMNS = 4
+
+
+def parse_sizes(text: str) -> tuple[float, float, float]:
+    try:
+        sizes = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--sizes: {text!r} is not three comma-separated fractions") from None
+    if len(sizes) != 3:
+        raise ConfigError(f"--sizes: {text!r} is not three comma-separated fractions")
+    return sizes
+
+
+def featurize(
+    data: str = typer.Argument(..., help="CSV/TSV path or dataset name (see `molsam datasets`)."),
+    smiles_col: str = typer.Option(None, "--smiles-col", help="SMILES column [default: smiles]."),
+    targets: list[str] = typer.Option(
+        None, "--targets", "-t", help="Target column (repeat for several) [default: numeric]."
+    ),
+    id_col: str = typer.Option(None, "--id-col", help="ID column carried through."),
+    task: str = typer.Option(None, "--task", help="classification | regression [inferred]."),
+    split: str = typer.Option("scaffold", "--split", help=f"One of {', '.join(METHODS)}."),
+    sizes: str = typer.Option(",".join(map(str, DEFAULT_SIZES)), "--sizes", help="train,val,test"),
+    seed: int = typer.Option(0, "--seed", help="Split seed (ignored by `scaffold`)."),
+    split_column: str = typer.Option(None, "--split-column", help="Column for --split column."),
+    split_file: Path = typer.Option(None, "--split-file", help="JSON for --split file."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder [default: featurized/NAME]."),
+    workers: int = typer.Option(None, "--workers", "-j", help="Processes [default: all cores]."),
+    strict: bool = typer.Option(False, "--strict", help="Invalid SMILES are an error."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Featurize even when cached."),
+) -> None:
+    """Featurize molecules, split them, and write store.pt, splits.json and invalid_rows.csv."""
+    from molsam.cli.main import fail
+    from molsam.cli.progress import progress_callback
+
+    console = Console(stderr=True)
+    try:
+        start = time.perf_counter()
+        spec = DataSpec(data, smiles_col, targets or None, id_col, task)
+        with progress_callback("featurizing") as update:
+            store = load_store(
+                spec, workers=workers, use_cache=not no_cache, strict=strict, on_progress=update
+            )
+        seconds = time.perf_counter() - start
+        method_sizes = parse_sizes(sizes)
+        indices = split_store(
+            store, split, method_sizes, seed, column=split_column, split_file=split_file
+        )
+        stats, warnings = split_statistics(store, indices)
+        out = out or Path("featurized") / Path(store.source).stem.lower()
+        store.save(out / "store.pt")
+        write_splits_json(
+            out / "splits.json", store, indices, method=split, seed=seed, sizes=method_sizes,
+            stats=stats,
+        )
+        store.write_invalid_rows(out / "invalid_rows.csv")
+    except MolsamError as error:
+        raise fail(error) from None
+
+    total = len(store) + len(store.invalid)
+    console.print(
+        f"[bold]{store.source}[/]: {total} rows, {len(store)} valid, "
+        f"{len(store.invalid)} invalid (see {out / 'invalid_rows.csv'}); "
+        f"{len(store.target_names)} {store.task or 'unlabeled'} task(s); {seconds:.1f} s"
+    )
+    console.print(_split_table(store, stats, split))
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"wrote {out / 'store.pt'}, {out / 'splits.json'}, {out / 'invalid_rows.csv'}")
+
+
+def _split_table(store, stats: dict, method: str) -> Table:
+    table = Table(title=f"{method} split")
+    table.add_column("part")
+    table.add_column("molecules", justify="right")
+    table.add_column("scaffolds", justify="right")
+    shown = store.target_names[:MAX_TASK_COLUMNS]
+    key = "positive_rate" if store.task == "classification" else "mean"
+    label = "% positive" if key == "positive_rate" else "mean"
+    for name in shown:
+        table.add_column(f"{name} {label}", justify="right")
+    if len(store.target_names) > len(shown):
+        table.add_column(f"+{len(store.target_names) - len(shown)} tasks (splits.json)")
+    for part, entry in stats.items():
+        cells = [part, str(entry["size"]), str(entry["scaffolds"])]
+        for name in shown:
+            value = entry["tasks"][name][key]
+            if value is None:
+                cells.append("-")
+            else:
+                cells.append(f"{100 * value:.1f}" if key == "positive_rate" else f"{value:.3g}")
+        if len(store.target_names) > len(shown):
+            cells.append("")
+        table.add_row(*cells)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("featurize")(featurize)

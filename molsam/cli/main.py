@@ -1,0 +1,56 @@
+"""The `molsam` command: a Typer app whose commands live in one small module each.
+
+The error boundary is here: a MolsamError (bad input, bad recipe, bad checkpoint) becomes one line
+on stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from molsam import __version__
+from molsam.errors import MolsamError
+
+app = typer.Typer(
+    name="molsam",
+    help="Molecular property prediction with graph transformers trained by GraphSAM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"molsam {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(error: MolsamError) -> typer.Exit:
+    """Print one line for a user error and return the exit to raise."""
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(code=2)
+
+
+from molsam.cli import datasets as _datasets  # noqa: E402  (commands register themselves)
+from molsam.cli import featurize as _featurize  # noqa: E402
+
+for _command in (_featurize, _datasets):
+    _command.register(app)

@@ -1,0 +1,173 @@
+"""CSV file or dataset name -> featurized GraphStore, through a content-addressed cache.
+
+The cache key covers the file's bytes (sha256), the featurizer spec and every reading option, so
+the same file read the same way loads in milliseconds instead of being featurized again, and any
+change to file or options featurizes anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from molsam.chem.features import DEFAULT_RWSE_STEPS, featurizer_spec
+from molsam.data.datasets import cache_dir, dataset_info, dataset_path, is_dataset_name
+from molsam.data.store import GraphStore
+from molsam.data.table import infer_task, iter_table, read_table
+from molsam.data.splits import SplitIndices, make_split
+from molsam.errors import ConfigError, InputError
+
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What to read: a path or dataset name and the columns. None means the default (for a
+    named dataset, the registry's choice; for a file: `smiles`, every numeric column, no ID)."""
+
+    data: str
+    smiles_column: str | None = None
+    target_columns: Sequence[str] | None = None
+    id_column: str | None = None
+    task: str | None = None
+
+    def resolve(self) -> tuple[Path, str, list[str] | None, str | None, str | None]:
+        """(path, smiles column, target columns, id column, task) with defaults filled in."""
+        if is_dataset_name(self.data):
+            info = dataset_info(self.data)
+            return (
+                dataset_path(info.name),
+                self.smiles_column or info.smiles_column,
+                list(self.target_columns) if self.target_columns else _list(info.targets),
+                self.id_column or info.id_column,
+                self.task or info.task,
+            )
+        path = Path(self.data).expanduser()
+        if not path.exists():
+            raise InputError(
+                f"{path}: no such file (and not a dataset name; try `molsam datasets`)"
+            )
+        targets = list(self.target_columns) if self.target_columns is not None else None
+        return path, self.smiles_column or "smiles", targets, self.id_column, self.task
+
+
+def _list(values: Sequence[str] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_store(
+    spec: DataSpec,
+    *,
+    rwse_steps: int = DEFAULT_RWSE_STEPS,
+    workers: int | None = None,
+    use_cache: bool = True,
+    strict: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> GraphStore:
+    """Featurize (or load from cache) the molecules of `spec`.
+
+    Args:
+        on_progress: called as on_progress(done, total) while featurizing.
+        strict: an invalid SMILES is an error (naming file, line and reason) instead of a report.
+
+    Raises:
+        InputError: bad file (see read_table), or not a single valid molecule.
+    """
+    if spec.task is not None and spec.task not in TASKS:
+        raise ConfigError(f"task: {spec.task!r} is not one of {', '.join(TASKS)}")
+    path, smiles_column, targets, id_column, task = spec.resolve()
+    source_hash = file_sha256(path)
+    options = {
+        "hash": source_hash,
+        "spec": featurizer_spec(rwse_steps),
+        "smiles": smiles_column,
+        "targets": targets,
+        "id": id_column,
+        "task": task,
+    }
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
+    cached = cache_dir() / "stores" / f"{path.stem}-{key}.pt"
+    if use_cache and cached.is_file():
+        try:
+            store = GraphStore.load(cached)
+        except InputError:
+            store = None  # an unreadable cache entry is rebuilt, never trusted
+        if store is not None:
+            _check(store, path, strict)
+            return store
+
+    table = read_table(path, smiles_column, targets, id_column)
+    total = len(table)
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress:
+            on_progress(done, total)
+
+    store = GraphStore.from_table(
+        table,
+        task=task or (infer_task(table.targets) if table.target_names else None),
+        rwse_steps=rwse_steps,
+        workers=workers,
+        on_progress=progress,
+    )
+    store.source_hash = source_hash
+    _check(store, path, strict)
+    if use_cache:
+        store.save(cached)
+    return store
+
+
+def _check(store: GraphStore, path: Path, strict: bool) -> None:
+    if strict and store.invalid:
+        first = store.invalid[0]
+        raise InputError(
+            f"{path}: line {first.line}: invalid SMILES {first.smiles!r} ({first.reason}); "
+            f"{len(store.invalid)} invalid in all (drop --strict to skip and report them)"
+        )
+    if len(store) == 0:
+        raise InputError(
+            f"{path}: not one valid molecule in {len(store.invalid)} rows "
+            f"(first reason: {store.invalid[0].reason if store.invalid else 'no rows'})"
+        )
+
+
+def read_column(path: Path, column: str) -> list[str]:
+    """Every data row's cell of one column (e.g. a split column), stripped."""
+    header, rows = iter_table(path)
+    at = header.column_index(column, "split", "--split-column")
+    return [cells[at].strip() for _, cells in rows]
+
+
+def split_store(
+    store: GraphStore,
+    method: str,
+    sizes: Sequence[float],
+    seed: int,
+    *,
+    column: str | None = None,
+    split_file: str | Path | None = None,
+) -> SplitIndices:
+    """Split the molecules of a store; `column` names a train/val/test column of its source."""
+    column_values = None
+    if method == "column":
+        if not column:
+            raise ConfigError("split method 'column' needs a split column (--split-column)")
+        cells = read_column(Path(store.source), column)
+        column_values = [cells[row] for row in store.rows]
+    return make_split(
+        method, store.smiles, sizes, seed, column_values=column_values, split_file=split_file
+    )

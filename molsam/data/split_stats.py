@@ -1,0 +1,78 @@
+"""Per-split statistics and the splits.json record that every split writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from molsam.chem.scaffolds import murcko_scaffold
+from molsam.data.splits import SplitIndices
+from molsam.data.store import GraphStore
+
+
+def split_statistics(store: GraphStore, split: SplitIndices) -> tuple[dict, list[str]]:
+    """Size, scaffold count and per-task label rate (classification) or mean (regression).
+
+    Returns (stats, warnings): stats[part] = {"size", "scaffolds", "tasks": {name: {...}}};
+    a warning for every classification task with a single class (or no labels) in val or test,
+    where ROC-AUC is undefined.
+    """
+    scaffolds = [murcko_scaffold(s) for s in store.smiles]
+    classification = store.task == "classification"
+    stats: dict = {}
+    warnings: list[str] = []
+    for part, index in split.parts().items():
+        labels = store.y[index]
+        tasks = {}
+        for t, name in enumerate(store.target_names):
+            column = labels[:, t]
+            present = column[~np.isnan(column)]
+            entry: dict = {"labeled": int(present.size)}
+            if classification:
+                entry["positive_rate"] = float(present.mean()) if present.size else None
+                if part != "train" and len(index) and np.unique(present).size < 2:
+                    warnings.append(
+                        f"task {name!r} has a single class in {part} "
+                        f"({present.size} labels): its ROC-AUC is undefined there"
+                    )
+            else:
+                entry["mean"] = float(present.mean()) if present.size else None
+                entry["std"] = float(present.std()) if present.size else None
+            tasks[name] = entry
+        stats[part] = {
+            "size": int(len(index)),
+            "scaffolds": len({scaffolds[i] for i in index}),
+            "tasks": tasks,
+        }
+    return stats, warnings
+
+
+def write_splits_json(
+    path: str | Path,
+    store: GraphStore,
+    split: SplitIndices,
+    *,
+    method: str,
+    seed: int,
+    sizes: tuple[float, ...],
+    stats: dict | None = None,
+) -> Path:
+    """splits.json: method, seed, sizes, and per part the store indices, source rows and SMILES."""
+    record = {"method": method, "seed": seed, "sizes": list(sizes), "source": store.source}
+    for part, index in split.parts().items():
+        record[part] = {
+            "indices": index.tolist(),
+            "rows": store.rows[index].tolist(),
+            "smiles": [store.smiles[i] for i in index],
+        }
+    if stats is not None:
+        record["stats"] = stats
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(record, indent=1))
+    os.replace(temp, path)
+    return path
