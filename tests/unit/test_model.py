@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from rdkit import Chem
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from molsam.chem.features import mol_to_graph, parse_smiles
 from molsam.data.batching import BatchSource, GraphBatch
@@ -145,6 +146,46 @@ def test_reset_parameters_changes_weights() -> None:
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert any("atom_embedding" in k for k in changed)
     assert any("layers.0.attn.qkv" in k for k in changed)
+
+
+class HostSyncDetector(TorchDispatchMode):
+    """Records ops that make the host wait for the device on CUDA (.item(), nonzero, boolean-mask
+    indexing, repeat_interleave without output_size): seen on CPU too, at the dispatcher."""
+
+    SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "is_nonzero"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in self.SYNC_OPS:
+            self.found.append(name)
+        if name in {"index", "index_put", "index_put_"}:
+            if any(t is not None and t.dtype == torch.bool for t in args[1]):
+                self.found.append(f"{name} with a boolean mask")
+        if name == "repeat_interleave" and kwargs.get("output_size") is None:
+            self.found.append(name)
+        return func(*args, **kwargs)
+
+
+def test_host_sync_detector_sees_item_and_boolean_masks() -> None:
+    x = torch.randn(4)
+    with HostSyncDetector() as detector:
+        x.sum().item()
+        x[x > 0]
+    assert detector.found == ["_local_scalar_dense", "index with a boolean mask"]
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_forward_and_backward_never_sync_the_host(pooling: str) -> None:
+    model = seeded_model(pooling=pooling, attn_dropout=0.1).train()
+    batch = make_batch(mols(SMILES))
+    with HostSyncDetector() as detector:
+        model(batch).sum().backward()
+    assert detector.found == []
 
 
 @pytest.mark.parametrize(
