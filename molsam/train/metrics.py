@@ -1,0 +1,99 @@
+"""Masked, per-task metrics (pure functions over numpy arrays).
+
+Missing labels (NaN) are masked per task. A classification task with a single class among its
+labels has no ROC-AUC or PRC-AUC: it is skipped for those and counted, never scored as 0.5.
+Averages are over the tasks that have a value (as chemprop and MoleculeNet report them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn import metrics as skm
+
+CLASSIFICATION_METRICS = ("roc_auc", "prc_auc", "accuracy", "balanced_accuracy", "f1")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+#: Metrics where lower is better (used to pick the best epoch).
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+#: Metrics that need both classes present.
+NEEDS_TWO_CLASSES = frozenset({"roc_auc", "prc_auc", "balanced_accuracy"})
+
+
+def default_metric(task: str) -> str:
+    return "roc_auc" if task == "classification" else "rmse"
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+
+
+def _one(name: str, y: np.ndarray, p: np.ndarray) -> float:
+    if name == "roc_auc":
+        return float(skm.roc_auc_score(y, p))
+    if name == "prc_auc":
+        return float(skm.average_precision_score(y, p))
+    if name == "accuracy":
+        return float(skm.accuracy_score(y, p >= 0.5))
+    if name == "balanced_accuracy":
+        return float(skm.balanced_accuracy_score(y, p >= 0.5))
+    if name == "f1":
+        return float(skm.f1_score(y, p >= 0.5, zero_division=0.0))
+    if name == "rmse":
+        return float(np.sqrt(np.mean((y - p) ** 2)))
+    if name == "mae":
+        return float(np.mean(np.abs(y - p)))
+    if name == "r2":
+        return float(skm.r2_score(y, p)) if len(y) > 1 else math.nan
+    raise ValueError(f"unknown metric {name!r}")
+
+
+def task_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    task: str,
+    target_names: Sequence[str],
+    names: Sequence[str] | None = None,
+) -> dict:
+    """Score predictions per task and averaged over tasks.
+
+    Args:
+        y_true: float [N, T], NaN where a label is missing.
+        y_pred: float [N, T]: probabilities (classification) or values in original units.
+        task: "classification" or "regression".
+        names: metrics to compute (default: all for the task type).
+
+    Returns:
+        {"tasks": {target: {metric: value or None}}, "mean": {metric: value or None},
+         "skipped": {metric: number of tasks without a value}, "n": N}
+    """
+    names = tuple(names or metric_names(task))
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    per_task: dict[str, dict] = {}
+    for t, target in enumerate(target_names):
+        mask = ~np.isnan(y_true[:, t])
+        y, p = y_true[mask, t], y_pred[mask, t]
+        scores = {}
+        for name in names:
+            if len(y) == 0 or (name in NEEDS_TWO_CLASSES and len(np.unique(y)) < 2):
+                scores[name] = None
+            else:
+                scores[name] = _one(name, y, p)
+        per_task[target] = scores
+    mean, skipped = {}, {}
+    for name in names:
+        values = [s[name] for s in per_task.values() if s[name] is not None and not math.isnan(s[name])]
+        mean[name] = float(np.mean(values)) if values else None
+        skipped[name] = len(per_task) - len(values)
+    return {"tasks": per_task, "mean": mean, "skipped": skipped, "n": int(len(y_true))}
+
+
+def is_better(metric: str, candidate: float | None, best: float | None) -> bool:
+    """Whether `candidate` improves on `best` for `metric` (None is never better)."""
+    if candidate is None or math.isnan(candidate):
+        return False
+    if best is None:
+        return True
+    return candidate < best if metric in LOWER_IS_BETTER else candidate > best
