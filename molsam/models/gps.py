@@ -296,22 +296,27 @@ class GPSModel(nn.Module):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
-    def embed(self, batch: GraphBatch) -> Tensor:
-        """Atom representations after the last GPS layer: [N, H]."""
+    def embed(self, batch: GraphBatch, layout: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Atom representations after the last GPS layer: [N, H].
+
+        `layout` is dense_index(batch), computed here when not given.
+        """
+        flat, valid = dense_index(batch) if layout is None else layout
         x = self.atom_embedding(batch.atom_codes)
         if self.pe_projection is not None:
             x = x + self.pe_projection(batch.rwse.to(self.pe_projection.weight.dtype))
         edge_attr = self.bond_embedding(batch.bond_codes)
-        flat, valid = dense_index(batch)
         for layer in self.layers:
             x = layer(x, batch.edge_index, edge_attr, flat, valid)
         return x
 
-    def readout(self, x: Tensor, batch: GraphBatch) -> Tensor:
+    def readout(
+        self, x: Tensor, batch: GraphBatch, layout: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         """Pool atom rows [N, H] into molecule rows [B, H] (no host sync)."""
         b = batch.num_graphs
         if self.pooling == "attention":
-            flat, valid = dense_index(batch)
+            flat, valid = dense_index(batch) if layout is None else layout
             dense = to_dense(x, flat, b, batch.max_atoms)  # [B, L, H]
             scores = self.gate(dense).squeeze(-1).float()  # [B, L]
             scores = scores.masked_fill(~valid, float("-inf"))
@@ -327,7 +332,8 @@ class GPSModel(nn.Module):
 
     def forward(self, batch: GraphBatch) -> Tensor:
         """batch with B molecules -> float [B, num_tasks]."""
-        return self.head(self.readout(self.embed(batch), batch))
+        layout = dense_index(batch)  # shared by every layer and the attention readout
+        return self.head(self.readout(self.embed(batch, layout), batch, layout))
 
 
 def _check_positive_int(name: str, value: object) -> None:
