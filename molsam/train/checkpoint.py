@@ -126,6 +126,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint file not found")
     if not path.is_file():
         raise CheckpointError(f"{path}: is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint is empty (corrupt or truncated)")
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic != b"PK\x03\x04":

@@ -121,6 +121,9 @@ def test_truncated_file_is_corrupt(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(path)
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_checkpoint(path)
 
 
 def test_damaged_member_is_corrupt(tmp_path: Path) -> None:
