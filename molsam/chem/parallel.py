@@ -8,6 +8,7 @@ not import torch: forked workers stay light and never touch torch's thread pools
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,35 +99,72 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def start_pool(workers: int) -> multiprocessing.pool.Pool:
+    """A pool of `workers` featurization processes, to reuse across calls (close it when done).
+
+    Create it before the caller starts torch work: fork copies the parent, and workers that never
+    touch torch stay safe only if they are forked before any torch thread pool or CUDA context.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    # fork starts in milliseconds; workers run RDKit and numpy only (no torch, no OpenMP).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method).Pool(workers)
+
+
+def _jobs(smiles: Sequence[str], rwse_steps: int, chunk_size: int) -> list:
+    return [
+        (start, list(smiles[start : start + chunk_size]), rwse_steps)
+        for start in range(0, len(smiles), chunk_size)
+    ]
+
+
+def submit_many(
+    pool: multiprocessing.pool.Pool,
+    smiles: Sequence[str],
+    rwse_steps: int,
+    chunk_size: int = CHUNK_SIZE,
+) -> Callable[[], FeaturizedArrays]:
+    """Start featurizing `smiles` on `pool` without waiting; returns a function that waits for
+    and returns the concatenated arrays (positions relative to `smiles`).
+
+    Lets a caller run the model on one block while the workers featurize the next.
+    """
+    result = pool.map_async(_featurize_job, _jobs(smiles, rwse_steps, chunk_size))
+    return lambda: FeaturizedArrays.concatenate(result.get(), rwse_steps)
+
+
 def featurize_many(
     smiles: Sequence[str],
     rwse_steps: int,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     chunk_size: int = CHUNK_SIZE,
+    pool: multiprocessing.pool.Pool | None = None,
 ) -> FeaturizedArrays:
     """Featurize every SMILES, in input order, with `workers` processes (default: all cores).
 
     `on_progress(n)` is called in the parent with the number of SMILES each finished chunk held.
+    `pool` (from start_pool) is used instead of a new pool per call, e.g. when streaming blocks.
     """
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    jobs = [
-        (start, list(smiles[start : start + chunk_size]), rwse_steps)
-        for start in range(0, len(smiles), chunk_size)
-    ]
+    jobs = _jobs(smiles, rwse_steps, chunk_size)
     parts = []
-    if workers == 1 or len(jobs) <= 1:
+    if pool is not None:
+        for part, job in zip(pool.imap(_featurize_job, jobs), jobs):
+            parts.append(part)
+            if on_progress:
+                on_progress(len(job[1]))
+    elif workers == 1 or len(jobs) <= 1:
         for job in jobs:
             parts.append(_featurize_job(job))
             if on_progress:
                 on_progress(len(job[1]))
     else:
-        # fork starts in milliseconds; workers run RDKit and numpy only (no torch, no OpenMP).
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(min(workers, len(jobs))) as pool:
-            for part, job in zip(pool.imap(_featurize_job, jobs), jobs):
+        with start_pool(min(workers, len(jobs))) as new_pool:
+            for part, job in zip(new_pool.imap(_featurize_job, jobs), jobs):
                 parts.append(part)
                 if on_progress:
                     on_progress(len(job[1]))

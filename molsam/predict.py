@@ -1,0 +1,441 @@
+"""Prediction from checkpoints: one model or an ensemble, streamed over CSV files of any size.
+
+The checkpoint alone drives everything: featurization (its featurizer spec, RWSE steps
+included), target names, task and target scaler. Nothing but SMILES is needed at predict time.
+
+Inference preserves rows (DESIGN.md): one output row per input row, in input order, every input
+column kept as read, then one column per task (probabilities for classification, original units
+for regression), `<task>_std` (population standard deviation, ddof=0, across ensemble members)
+when there are several members, and `molsam_error` (empty, or RDKit's reason for an invalid
+SMILES, whose prediction cells stay empty).
+
+Streaming: rows are read, featurized (worker processes), predicted and written block by block,
+so memory stays flat whatever the file size. The workers featurize the next block while the
+model scores the current one. Output goes to a temporary file in the destination folder that is
+renamed over the destination only when complete, so an interrupted run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from molsam.chem.parallel import (
+    FeaturizedArrays,
+    default_workers,
+    featurize_many,
+    start_pool,
+    submit_many,
+)
+from molsam.data.batching import BatchSource
+from molsam.data.store import GraphStore
+from molsam.data.table import TableHeader, iter_table
+from molsam.errors import CheckpointError, ConfigError, InputError
+from molsam.models.gps import GPSModel
+from molsam.train.checkpoint import load_checkpoint, model_from_checkpoint
+from molsam.train.inference import predict_raw, to_output_units
+
+#: Rows per streamed block: large enough to keep the workers and the model busy, small enough
+#: that a block's graphs (~1 KB per molecule) and output rows stay a few MB.
+BLOCK_ROWS = 8192
+CPU_BATCH_SIZE = 256
+CUDA_BATCH_SIZE = 1024
+ERROR_COLUMN = "molsam_error"
+CHECKPOINT_NAME = "best.pt"
+
+
+# --------------------------------------------------------------------------- devices, models
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` is cuda when available, else cpu; `cuda` without a GPU is a ConfigError."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device: {name!r} requested but no CUDA device is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N") from None
+
+
+def default_batch_size(device: torch.device) -> int:
+    return CUDA_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+
+
+def resolve_model_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Checkpoint files from MODEL arguments: a file is itself, a run directory gives every
+    replicate's `seed_*/best.pt` (sorted by seed); a folder holding best.pt gives that file."""
+    if not paths:
+        raise CheckpointError("no checkpoint given (a .pt file or a run directory)")
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            replicas = sorted(
+                path.glob(f"seed_*/{CHECKPOINT_NAME}"), key=lambda p: _seed_key(p.parent.name)
+            )
+            if not replicas and (path / CHECKPOINT_NAME).is_file():
+                replicas = [path / CHECKPOINT_NAME]
+            if not replicas:
+                raise CheckpointError(
+                    f"{path}: a folder without seed_*/{CHECKPOINT_NAME} (not a molsam run directory)"
+                )
+            found.extend(replicas)
+        else:
+            found.append(path)  # load_checkpoint names a missing file
+    return found
+
+
+def _seed_key(name: str) -> tuple[int, str]:
+    suffix = name.removeprefix("seed_")
+    return (int(suffix), name) if suffix.isdigit() else (sys.maxsize, name)
+
+
+@dataclass
+class Ensemble:
+    """One or more checkpoints that agree on target names, task and featurizer.
+
+    models: M GPSModels in eval mode on `device`; scalers: M regression scalers (or None).
+    """
+
+    paths: list[Path]
+    models: list[GPSModel]
+    scalers: list[dict | None]
+    target_names: list[str]
+    task: str
+    featurizer: dict
+    recipe: dict
+    device: torch.device
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    @property
+    def rwse_steps(self) -> int:
+        return int(self.featurizer["rwse_steps"])
+
+    @property
+    def smiles_column(self) -> str | None:
+        """The SMILES column of the training data, from the checkpoint's recipe."""
+        data = self.recipe.get("data") if isinstance(self.recipe, dict) else None
+        return data.get("smiles_column") if isinstance(data, dict) else None
+
+    def predict_source(
+        self, source: BatchSource, indices: np.ndarray, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Per-member predictions in output units: float64 [M, len(indices), T].
+
+        Batches follow molecule size within `indices` (less attention padding); rows come back
+        in the order of `indices`.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        batch_size = batch_size or default_batch_size(self.device)
+        order = np.argsort(source.atom_counts_host[indices], kind="stable")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        out = np.empty((len(self.models), len(indices), len(self.target_names)))
+        with torch.inference_mode():
+            for m, (model, scaler) in enumerate(zip(self.models, self.scalers)):
+                raw = predict_raw(model, source, indices[order], batch_size)
+                out[m] = to_output_units(raw.cpu().numpy(), self.task, scaler)[inverse]
+        return out
+
+
+def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "auto") -> Ensemble:
+    """Load checkpoints (files or run directories) onto `device` ("auto": cuda if available).
+
+    Raises:
+        CheckpointError: a file is missing, corrupt, foreign or of another format version, or
+            the checkpoints disagree on target names, task or featurizer (naming the file).
+    """
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    files = resolve_model_paths(paths)
+    models, scalers, first, first_path = [], [], None, None
+    for path in files:
+        ckpt = load_checkpoint(path)
+        if first is None:
+            first, first_path = ckpt, path
+        else:
+            for key in ("target_names", "task", "featurizer"):
+                if ckpt[key] != first[key]:
+                    raise CheckpointError(
+                        f"{path}: {key} {_short(ckpt[key])} differs from {first_path}'s "
+                        f"{_short(first[key])}; an ensemble needs checkpoints of one model family"
+                    )
+        try:
+            models.append(model_from_checkpoint(ckpt, device))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        scalers.append(ckpt["scaler"])
+        del ckpt["model_state"]  # weights now live in the model; keep the rest light
+    assert first is not None  # resolve_model_paths refuses an empty list
+    return Ensemble(
+        paths=files,
+        models=models,
+        scalers=scalers,
+        target_names=list(first["target_names"]),
+        task=first["task"],
+        featurizer=dict(first["featurizer"]),
+        recipe=first["recipe"] if isinstance(first["recipe"], dict) else {},
+        device=device,
+    )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def summarize(per_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble mean and population std (ddof=0) over members: [M, N, T] -> ([N, T], [N, T])."""
+    return per_member.mean(axis=0), per_member.std(axis=0, ddof=0)
+
+
+def arrays_source(arrays: FeaturizedArrays, device: torch.device) -> BatchSource:
+    """A BatchSource over freshly featurized arrays (no labels), ready to gather on `device`."""
+    store = GraphStore(
+        atom_counts=arrays.atom_counts.astype(np.int32),
+        bond_counts=arrays.bond_counts.astype(np.int32),
+        atom_codes=arrays.atom_codes,
+        rwse=arrays.rwse,
+        bond_atoms=arrays.bond_atoms,
+        bond_codes=arrays.bond_codes,
+        y=np.zeros((len(arrays.valid), 0), dtype=np.float32),
+        smiles=[""] * len(arrays.valid),  # only lengths matter for batching
+        rows=arrays.valid.astype(np.int32),
+        target_names=[],
+        task=None,
+        spec={},
+    )
+    return store.batch_source(device)
+
+
+# --------------------------------------------------------------------------- in-memory
+
+
+@dataclass
+class Predictions:
+    """Predictions for N input SMILES, in input order.
+
+    mean: float64 [N, T] (NaN for invalid SMILES); std: [N, T] population std over members
+    (zeros for a single model); members: [M, N, T]; errors: [N] "" or the reason.
+    """
+
+    target_names: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    members: np.ndarray
+    errors: list[str]
+
+
+def predict_smiles(
+    ensemble: Ensemble,
+    smiles: Sequence[str],
+    *,
+    batch_size: int | None = None,
+    workers: int | None = 1,
+) -> Predictions:
+    """Predict a list of SMILES held in memory (for notebooks; files go through predict_csv)."""
+    arrays = featurize_many(list(smiles), ensemble.rwse_steps, workers=workers)
+    return _block_predictions(ensemble, arrays, len(smiles), batch_size)
+
+
+def _block_predictions(
+    ensemble: Ensemble, arrays: FeaturizedArrays, n: int, batch_size: int | None
+) -> Predictions:
+    members = np.full((len(ensemble), n, len(ensemble.target_names)), np.nan)
+    if len(arrays.valid):
+        source = arrays_source(arrays, ensemble.device)
+        members[:, arrays.valid] = ensemble.predict_source(
+            source, np.arange(len(arrays.valid)), batch_size
+        )
+    errors = [""] * n
+    for position, reason in arrays.invalid:
+        errors[position] = reason or "invalid SMILES"
+    mean, std = summarize(members)
+    return Predictions(list(ensemble.target_names), mean, std, members, errors)
+
+
+# --------------------------------------------------------------------------- streaming files
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    rows: int
+    valid: int
+    invalid: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def output_columns(header: TableHeader, ensemble: Ensemble) -> list[str]:
+    """Input columns, then one per task (`<task>_pred` if the input already has `<task>`), then
+    `<task>_std` for an ensemble, then molsam_error."""
+    taken = set(header.columns)
+    names = [t if t not in taken else f"{t}_pred" for t in ensemble.target_names]
+    columns = list(header.columns) + names
+    if len(ensemble) > 1:
+        columns += [f"{n}_std" for n in names]
+    return columns + [ERROR_COLUMN]
+
+
+def smiles_column_index(header: TableHeader, ensemble: Ensemble, smiles_column: str | None) -> int:
+    """--smiles-col if given; else the training recipe's column when the file has it; else
+    `smiles` (case-insensitive)."""
+    if smiles_column:
+        return header.column_index(smiles_column, "SMILES", "--smiles-col")
+    trained = ensemble.smiles_column
+    if trained:
+        try:
+            return header.column_index(trained, "SMILES", "--smiles-col")
+        except InputError:
+            pass
+    return header.column_index("smiles", "SMILES", "--smiles-col")
+
+
+def _blocks(rows: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[list[str]]]:
+    block: list[list[str]] = []
+    for _, cells in rows:
+        block.append(cells)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def _format(value: float) -> str:
+    # 9 significant digits hold every float32 exactly; NaN (invalid row) is an empty cell.
+    return "" if value != value else f"{value:.9g}"
+
+
+@contextmanager
+def atomic_output(destination: str | Path | TextIO | None) -> Iterator[TextIO]:
+    """A text handle for the output: stdout for None or "-", a given stream as is, or a temp file
+    next to `destination` renamed over it on success and removed on any error (Ctrl-C too)."""
+    if destination is None or destination == "-" or str(destination) == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    if isinstance(destination, io.TextIOBase) or hasattr(destination, "write"):
+        yield destination  # type: ignore[misc]
+        return
+    path = Path(destination)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an output file name")
+    if not path.parent.exists():
+        raise InputError(f"{path}: folder {path.parent} does not exist")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def predict_csv(
+    ensemble: Ensemble,
+    input_path: str | Path,
+    output: str | Path | TextIO | None = None,
+    *,
+    smiles_column: str | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    block_rows: int = BLOCK_ROWS,
+    on_progress: Callable[[int], None] | None = None,
+) -> PredictSummary:
+    """Stream `input_path` (CSV/TSV, .gz too) through the ensemble into `output` (a path written
+    atomically, an open text stream, or None / "-" for stdout).
+
+    Args:
+        workers: featurization processes (default: all cores; 1 featurizes in this process).
+        block_rows: rows read, featurized, predicted and written at a time.
+        on_progress: called with the number of rows written so far after each block.
+
+    Raises:
+        InputError: unreadable input, missing SMILES column, a malformed line (naming file and
+            line); on error no output file is left behind.
+    """
+    start = time.perf_counter()
+    header, rows = iter_table(input_path)
+    at = smiles_column_index(header, ensemble, smiles_column)
+    columns = output_columns(header, ensemble)
+    delimiter = "\t" if str(output).endswith((".tsv", ".tab")) else ","
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ConfigError(f"--workers: expected an int >= 1, got {workers}")
+    total = valid = 0
+    pool = start_pool(workers) if workers > 1 else None
+    try:
+        with atomic_output(output) as handle:
+            writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
+            writer.writerow(columns)
+            # One block in flight: the workers featurize block k+1 while the model scores block k.
+            pending: deque[tuple[list[list[str]], Callable[[], FeaturizedArrays]]] = deque()
+            for block in _blocks(rows, block_rows):
+                pending.append((block, _submit(pool, block, at, ensemble.rwse_steps)))
+                # Drain to one block in flight (all of them at the end of the file).
+                while len(pending) > 1:
+                    done, result = pending.popleft()
+                    valid += _write_block(writer, ensemble, done, result, batch_size)
+                    total += len(done)
+                    if on_progress:
+                        on_progress(total)
+            while pending:
+                done, result = pending.popleft()
+                valid += _write_block(writer, ensemble, done, result, batch_size)
+                total += len(done)
+                if on_progress:
+                    on_progress(total)
+    finally:
+        if pool is not None:
+            pool.terminate()  # on success every job is done; on error, stop at once
+            pool.join()
+    return PredictSummary(total, valid, total - valid, time.perf_counter() - start)
+
+
+def _submit(
+    pool, block: list[list[str]], at: int, rwse_steps: int
+) -> Callable[[], FeaturizedArrays]:
+    smiles = [cells[at] for cells in block]
+    if pool is None:
+        arrays = featurize_many(smiles, rwse_steps, workers=1)
+        return lambda: arrays
+    return submit_many(pool, smiles, rwse_steps)
+
+
+def _write_block(
+    writer,
+    ensemble: Ensemble,
+    block: list[list[str]],
+    result: Callable[[], FeaturizedArrays],
+    batch_size: int | None,
+) -> int:
+    """Predict one block and write its rows; returns the number of valid molecules."""
+    found = _block_predictions(ensemble, result(), len(block), batch_size)
+    values = found.mean if len(ensemble) == 1 else np.concatenate([found.mean, found.std], axis=1)
+    cells = [[_format(v) for v in row] for row in values.tolist()]
+    writer.writerows(
+        row + predicted + [error] for row, predicted, error in zip(block, cells, found.errors)
+    )
+    return len(block) - sum(1 for e in found.errors if e)
