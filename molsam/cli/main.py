@@ -50,7 +50,10 @@ def fail(error: MolsamError) -> typer.Exit:
 
 
 from molsam.cli import datasets as _datasets  # noqa: E402  (commands register themselves)
+from molsam.cli import evaluate as _evaluate  # noqa: E402
 from molsam.cli import featurize as _featurize  # noqa: E402
+from molsam.cli import train as _train  # noqa: E402
+from molsam.cli import predict as _predict  # noqa: E402
 
-for _command in (_featurize, _datasets):
+for _command in (_featurize, _train, _datasets, _evaluate, _predict):
     _command.register(app)

@@ -1,0 +1,227 @@
+"""Scoring checkpoints and ensembles on labeled molecules.
+
+Two sources of labeled molecules:
+- a run's own saved split (no data given): the checkpoint's recipe names the data, splits.json
+  (next to the checkpoint or one folder up, as `molsam train` lays out RUN_DIR/seed_<s>/best.pt)
+  holds the store indices of train/val/test;
+- a file or dataset name (`data`): every valid molecule, labels read from the columns named by
+  the checkpoint's target names.
+
+Each checkpoint is scored alone and, when there are several, their mean prediction (in output
+units: probabilities or original units) is scored as the ensemble. Metrics come from
+molsam.train.metrics.task_metrics (missing labels masked, single-class tasks skipped and counted).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from molsam.data.datasets import is_dataset_name
+from molsam.data.pipeline import DataSpec, load_store
+from molsam.data.store import GraphStore
+from molsam.data.table import iter_table
+from molsam.errors import CheckpointError, ConfigError, InputError
+from molsam.predict import Ensemble, load_ensemble
+from molsam.train.metrics import task_metrics
+
+SPLITS = ("test", "val", "train", "all")
+SPLITS_FILE = "splits.json"
+
+
+@dataclass
+class Evaluation:
+    """Scores of each member and of the ensemble (None for a single checkpoint) on n molecules.
+
+    members: [(checkpoint path, task_metrics result)]; ensemble: task_metrics result or None.
+    """
+
+    data: str
+    split: str
+    n: int
+    task: str
+    target_names: list[str]
+    members: list[tuple[Path, dict]]
+    ensemble: dict | None
+
+    @property
+    def final(self) -> dict:
+        """The scores to report: the ensemble's, or the single checkpoint's."""
+        return self.ensemble if self.ensemble is not None else self.members[0][1]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict."""
+        return {
+            "data": self.data,
+            "split": self.split,
+            "n": self.n,
+            "task": self.task,
+            "target_names": self.target_names,
+            "members": [{"checkpoint": str(p), "metrics": m} for p, m in self.members],
+            "ensemble": self.ensemble,
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def find_splits_file(checkpoint: Path) -> Path | None:
+    """splits.json of the run a checkpoint belongs to: its folder, or the folder above
+    (RUN_DIR/seed_<s>/best.pt)."""
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        if (folder / SPLITS_FILE).is_file():
+            return folder / SPLITS_FILE
+    return None
+
+
+def _recipe_spec(ensemble: Ensemble) -> DataSpec:
+    data = ensemble.recipe.get("data")
+    if not isinstance(data, dict) or not data.get("path"):
+        raise CheckpointError(
+            f"{ensemble.paths[0]}: checkpoint recipe has no data.path; pass --data"
+        )
+    targets = data.get("target_columns")
+    return DataSpec(
+        data=str(data["path"]),
+        smiles_column=data.get("smiles_column"),
+        target_columns=list(targets) if targets is not None else None,
+        id_column=data.get("id_column"),
+        task=data.get("task"),
+    )
+
+
+def _split_indices(splits_path: Path, split: str, store: GraphStore) -> np.ndarray:
+    try:
+        saved = json.loads(splits_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{splits_path}: not a readable splits file ({exc})") from None
+    if split == "all":
+        return np.arange(len(store))
+    part = saved.get(split) if isinstance(saved, dict) else None
+    if not isinstance(part, dict) or "indices" not in part:
+        raise InputError(f"{splits_path}: no {split!r} part with indices")
+    indices = np.asarray(part["indices"], dtype=np.int64)
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(store)):
+        raise InputError(
+            f"{splits_path}: {split} indices reach {int(indices.max())} but {store.source} has "
+            f"{len(store)} valid molecules; the data changed since training"
+        )
+    # The saved SMILES guard against a data file edited since training (same size, other rows).
+    saved_smiles = part.get("smiles")
+    if saved_smiles is not None:
+        for i, smiles in zip(indices, saved_smiles):
+            if store.smiles[i] != smiles:
+                raise InputError(
+                    f"{splits_path}: {split} molecule {int(i)} was {smiles!r} at training but "
+                    f"{store.source} now has {store.smiles[i]!r}; the data changed since training"
+                )
+    return indices
+
+
+def _labels(store: GraphStore, target_names: Sequence[str]) -> np.ndarray:
+    """[G, T] labels in the checkpoint's target order."""
+    missing = [t for t in target_names if t not in store.target_names]
+    if missing:
+        raise InputError(
+            f"{store.source}: no label column {missing[0]!r} the model predicts "
+            f"(label columns: {', '.join(map(repr, store.target_names)) or 'none'})"
+        )
+    return store.y[:, [store.target_names.index(t) for t in target_names]]
+
+
+def _data_spec(data: str, ensemble: Ensemble, smiles_column: str | None) -> DataSpec:
+    """Spec for --data: the checkpoint's target names as label columns, its SMILES column
+    unless the file lacks it (then `smiles`), or --smiles-col."""
+    if is_dataset_name(data):
+        return DataSpec(data, smiles_column, list(ensemble.target_names), None, ensemble.task)
+    header, _ = iter_table(Path(data).expanduser())
+    if smiles_column is None and ensemble.smiles_column:
+        try:
+            header.column_index(ensemble.smiles_column, "SMILES", "--smiles-col")
+            smiles_column = ensemble.smiles_column
+        except InputError:
+            smiles_column = None  # DataSpec's default: `smiles`
+    for name in ensemble.target_names:
+        try:
+            header.column_index(name, "label", "--data")
+        except InputError:
+            columns = ", ".join(map(repr, header.columns))
+            raise InputError(
+                f"{header.path}: no label column {name!r} the model predicts (columns: {columns})"
+            ) from None
+    return DataSpec(data, smiles_column, list(ensemble.target_names), None, ensemble.task)
+
+
+def evaluate(
+    models: Sequence[str | Path],
+    data: str | None = None,
+    *,
+    split: str | None = None,
+    smiles_column: str | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+) -> Evaluation:
+    """Score checkpoints (files or run directories) individually and as an ensemble.
+
+    Args:
+        data: CSV path or dataset name whose valid molecules are all scored; None re-scores the
+            run's saved split.
+        split: test (default), val, train or all; only for a run's saved split.
+
+    Raises:
+        CheckpointError, InputError, ConfigError: one-line messages naming the file at fault.
+    """
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"--split: {split!r} is not one of {', '.join(SPLITS)}")
+    ensemble = load_ensemble(models, device)
+    if data is None:
+        split = split or "test"
+        splits_path = find_splits_file(ensemble.paths[0])
+        if splits_path is None:
+            raise InputError(
+                f"{ensemble.paths[0]}: no {SPLITS_FILE} in its folder or the one above; "
+                "pass --data to score a file"
+            )
+        store = load_store(_recipe_spec(ensemble), rwse_steps=ensemble.rwse_steps, workers=workers)
+        indices = _split_indices(splits_path, split, store)
+        source_name = f"{store.source} ({split} split of {splits_path})"
+    else:
+        if split not in (None, "all"):
+            raise ConfigError(
+                f"--split {split}: with --data every valid molecule is scored; --split selects a "
+                "part of a run's saved split (omit --data)"
+            )
+        split = "all"
+        spec = _data_spec(data, ensemble, smiles_column)
+        store = load_store(spec, rwse_steps=ensemble.rwse_steps, workers=workers)
+        indices = np.arange(len(store))
+        source_name = store.source or data
+    y = _labels(store, ensemble.target_names)[indices]
+    source = store.batch_source(ensemble.device)
+    per_member = ensemble.predict_source(source, indices, batch_size)
+    names = ensemble.target_names
+    members = [
+        (path, task_metrics(y, pred, ensemble.task, names))
+        for path, pred in zip(ensemble.paths, per_member)
+    ]
+    scored = None
+    if len(ensemble) > 1:
+        scored = task_metrics(y, per_member.mean(axis=0), ensemble.task, names)
+    return Evaluation(
+        data=str(source_name),
+        split=split,
+        n=len(indices),
+        task=ensemble.task,
+        target_names=list(names),
+        members=members,
+        ensemble=scored,
+    )
