@@ -406,9 +406,9 @@ def recipe_from_dict(
     return recipe
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a YAML recipe. A relative data.path is resolved against the recipe's
-    folder when that file exists there."""
+def load_recipe_dict(path: str | Path) -> dict:
+    """Read a YAML recipe file into a mapping, unvalidated (apply --set overrides to it, then
+    validate with recipe_from_dict)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -419,7 +419,14 @@ def load_recipe(path: str | Path) -> Recipe:
     raw = _parse_yaml(text, str(path))
     if raw is None:
         raise ConfigError(f"{path}: recipe is empty (at least data: {{path: my.csv}} is needed)")
-    return recipe_from_dict(raw, str(path), base_dir=path.parent)
+    return raw
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a YAML recipe. A relative data.path is resolved against the recipe's
+    folder when that file exists there."""
+    path = Path(path)
+    return recipe_from_dict(load_recipe_dict(path), str(path), base_dir=path.parent)
 
 
 # --------------------------------------------------------------------------- overrides

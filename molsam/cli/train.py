@@ -1,0 +1,113 @@
+"""`molsam train RECIPE [--out RUN_DIR] [--set KEY=VALUE ...] [--resume RUN_DIR]`."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from molsam.config import apply_overrides, load_recipe_dict, recipe_from_dict
+from molsam.errors import MolsamError
+
+log = logging.getLogger("molsam")
+
+
+def train(
+    recipe: Path = typer.Argument(None, help="Recipe YAML (not needed with --resume)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/NAME-TIME]."),
+    overrides: list[str] = typer.Option(
+        None, "--set", help="Override a recipe key, e.g. --set optim.rho=0.01 (repeatable)."
+    ),
+    resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory."),
+) -> None:
+    """Featurize, split, train (GraphSAM by default), keep the best epoch, test it."""
+    from molsam.cli.main import fail
+    from molsam.cli.progress import progress_callback
+    from molsam.train.run import resume_run, train_recipe
+
+    console = Console(stderr=True)
+    try:
+        if resume is not None:
+            if overrides:
+                raise MolsamError("--set cannot change a run that is resumed (its recipe is fixed)")
+            with progress_callback("featurizing") as featurize_update, _epoch_reporter(console) as update:
+                summary = resume_run(resume, on_progress=update, on_featurize=featurize_update)
+            run_dir = resume
+        else:
+            if recipe is None:
+                raise MolsamError("give a RECIPE file, or --resume RUN_DIR")
+            raw = apply_overrides(load_recipe_dict(recipe), overrides or [])
+            resolved = recipe_from_dict(raw, source=str(recipe), base_dir=recipe.parent)
+            run_dir = out or Path("runs") / f"{recipe.stem}-{datetime.now():%Y%m%d-%H%M%S}"
+            with progress_callback("featurizing") as featurize_update, _epoch_reporter(console) as update:
+                summary = train_recipe(
+                    resolved, run_dir, on_progress=update, on_featurize=featurize_update,
+                    log_warning=lambda w: console.print(f"[yellow]warning:[/] {w}"),
+                )
+    except KeyboardInterrupt:
+        console.print(
+            "interrupted: every replicate's last.pt holds its last finished epoch; "
+            f"continue with `molsam train --resume {out or resume or 'RUN_DIR'}`"
+        )
+        raise typer.Exit(code=130) from None
+    except MolsamError as error:
+        raise fail(error) from None
+
+    metric = summary["metric"]
+    test = summary["test"].get("mean", {}).get(metric) or {}
+    if test.get("mean") is not None:
+        console.print(
+            f"test {metric}: {test['mean']:.4f} +- {test['std']:.4f} over {test['n']} replicate(s); "
+            f"{summary['graphs_per_s']['mean']:.0f} training graphs/s on {summary['device']}"
+        )
+    console.print(f"run directory: {run_dir} (summary.json, curves.png, seed_*/best.pt)")
+
+
+@contextmanager
+def _epoch_reporter(console: Console):
+    """A live bar with loss and validation metric on a terminal; one plain line per epoch else."""
+    if not console.is_terminal:
+        def plain(info: dict) -> None:
+            if info.get("done_epoch"):
+                log.info(_epoch_line(info))
+
+        yield plain
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), console=console,
+    ) as bar:
+        tasks: dict[int, int] = {}
+
+        def live(info: dict) -> None:
+            seed = info["seed"]
+            if seed not in tasks:
+                tasks[seed] = bar.add_task(f"seed {seed}", total=None, status="")
+            if info.get("done_epoch"):
+                bar.update(tasks[seed], completed=info["epoch"] + 1, total=info["epochs"],
+                           status=_epoch_line(info))
+            else:
+                bar.update(tasks[seed], status=f"epoch {info['epoch']} step {info['step']}/"
+                           f"{info['steps']} loss {info['loss']:.4f}")
+
+        yield live
+
+
+def _epoch_line(info: dict) -> str:
+    def show(value):
+        return "-" if value is None else f"{value:.4f}"
+
+    return (
+        f"seed {info['seed']} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.4f} "
+        f"val {info['metric']} {show(info['val'])} test {show(info['test'])} "
+        f"{info['graphs_per_s']:.0f} graphs/s{' *best' if info['best'] else ''}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

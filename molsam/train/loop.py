@@ -1,0 +1,370 @@
+"""One replicate of training: epochs of GraphSAM (or any molsam optimizer) steps, validation,
+best-epoch selection, early stopping, checkpoints, and exact resume.
+
+Speed rules kept here: batches are vectorized gathers from a store that lives on the training
+device; the loss is accumulated on the device and read back only every `log_every` steps and at
+epoch end (no host sync per step); validation gathers predictions on the device and syncs once.
+
+Reproducibility: all randomness comes from `seed` (model init, dropout, shuffling). Resuming from
+`last.pt` restores weights, optimizer state (base optimizer included), LR scheduler, every RNG and
+the early-stopping counters at the end of an epoch, so a resumed run ends where an uninterrupted
+one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from molsam.config import Recipe
+from molsam.data.batching import BatchSource, GraphBatch
+from molsam.data.splits import SplitIndices
+from molsam.errors import CheckpointError
+from molsam.models.gps import GPSModel
+from molsam.optim import build_optimizer, reanchor, valid_keywords
+from molsam.optim.schedules import NoamLR, rho_at, set_rho
+from molsam.train.checkpoint import (
+    build_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    training_state,
+)
+from molsam.train.inference import predict_raw, to_output_units
+from molsam.train.losses import fit_scaler, masked_loss
+from molsam.train.metrics import is_better, metric_names, task_metrics
+
+log = logging.getLogger("molsam")
+
+#: Optimizer keywords that come straight from `optim:` when the algorithm accepts them.
+_ALGORITHM_KEYS = ("rho", "beta", "k", "alpha")
+
+
+@dataclass
+class EpochRecord:
+    """One row of metrics.csv."""
+
+    epoch: int
+    train_loss: float
+    lr: float
+    rho: float
+    seconds: float
+    graphs_per_s: float
+    val: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+
+
+@dataclass
+class ReplicateResult:
+    seed: int
+    best_epoch: int
+    best_val: float | None
+    val: dict
+    test: dict
+    epochs_run: int
+    train_seconds: float
+    graphs_per_s: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from molsam.errors import ConfigError
+
+        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bf16 on GPUs that support it when `auto`, fp32 (None) on the CPU."""
+    if name == "bf16":
+        return torch.bfloat16
+    if name == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """The one seed path: torch (CPU and CUDA), Python, numpy; returns the shuffling generator."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    return np.random.default_rng(seed)
+
+
+def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """build_optimizer with the recipe's keys that this algorithm accepts (plus `optim.extra`)."""
+    o = recipe.optim
+    accepted = set(valid_keywords(o.name))
+    kwargs = {"lr": o.lr, "weight_decay": o.weight_decay}
+    for key in _ALGORITHM_KEYS:
+        value = getattr(o, key)
+        if key in accepted and value is not None:
+            kwargs[key] = value
+    kwargs.update(o.extra)
+    return build_optimizer(o.name, model.parameters(), **kwargs)
+
+
+class ReplicateTrainer:
+    """Trains one model with one seed on a fixed split; writes into `out_dir`:
+
+    best.pt (weights of the best validation epoch, inference-only), last.pt (end of the latest
+    epoch, with everything needed to resume), metrics.csv (one row per epoch).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        recipe_dict: dict,
+        source: BatchSource,
+        split: SplitIndices,
+        *,
+        task: str,
+        target_names: list[str],
+        seed: int,
+        out_dir: Path,
+        device: torch.device,
+        on_progress: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.recipe, self.recipe_dict = recipe, recipe_dict
+        self.source, self.split = source, split
+        self.task, self.target_names = task, target_names
+        self.seed, self.out_dir, self.device = seed, Path(out_dir), device
+        self.on_progress = on_progress or (lambda info: None)
+        self.metric = recipe.train.metric or ("roc_auc" if task == "classification" else "rmse")
+        self.autocast_dtype = resolve_precision(recipe.train.precision, device)
+
+        labels = source.y.cpu().numpy()
+        self.scaler = fit_scaler(labels[split.train]) if task == "regression" else None
+        # Standardized training targets live on the device next to the store.
+        scaled = labels if self.scaler is None else (labels - self.scaler["mean"]) / self.scaler["std"]
+        self.targets = torch.as_tensor(np.asarray(scaled, dtype=np.float32), device=device)
+
+        self.rng = seed_everything(seed)
+        m = recipe.model
+        self.model = GPSModel(
+            len(target_names), hidden=m.hidden, layers=m.layers, heads=m.heads,
+            dropout=m.dropout, pe_steps=m.pe_steps, pooling=m.pooling,
+            attn_dropout=m.attn_dropout,
+        ).to(device)
+        self.optimizer = make_optimizer(recipe, self.model)
+        t = recipe.train
+        self.steps_per_epoch = max(1, math.ceil(len(split.train) / t.batch_size))
+        self.scheduler = None
+        if recipe.optim.schedule == "noam":
+            self.scheduler = NoamLR(
+                self.optimizer, warmup_epochs=recipe.optim.warmup_epochs, total_epochs=t.epochs,
+                steps_per_epoch=self.steps_per_epoch, init_lr=recipe.optim.init_lr,
+                max_lr=recipe.optim.lr, final_lr=recipe.optim.final_lr,
+            )
+        self.start_epoch = 0
+        self.last_epoch = -1
+        self.best_val: float | None = None
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.finished = False
+
+    # ------------------------------------------------------------------------------ state
+    def _early_stopping(self) -> dict:
+        return {
+            "best": self.best_val, "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs, "finished": self.finished,
+        }
+
+    def _checkpoint(self, epoch: int, with_training_state: bool) -> dict:
+        training = None
+        if with_training_state:
+            training = training_state(
+                self.optimizer, self.scheduler, self._early_stopping(), self.rng
+            )
+        return build_checkpoint(
+            self.model, target_names=self.target_names, task=self.task,
+            recipe=self.recipe_dict, split_seed=self.recipe.split.seed, seed=self.seed,
+            epoch=epoch, best_metric=self.best_val, metric=self.metric,
+            scaler=self.scaler, training=training,
+        )
+
+    def resume(self, path: Path) -> None:
+        """Continue from `last.pt`: everything as it was at the end of its epoch."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        state = ckpt.get("training_state")
+        if not state:
+            raise CheckpointError(f"{path}: holds no training state; it cannot be resumed")
+        if ckpt["seed"] != self.seed:
+            raise CheckpointError(f"{path}: was trained with seed {ckpt['seed']}, not {self.seed}")
+        self.model.load_state_dict(ckpt["model_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"], self.rng)
+        stop = state["early_stopping"]
+        self.best_val, self.best_epoch = stop["best"], stop["best_epoch"]
+        self.bad_epochs, self.finished = stop["bad_epochs"], stop["finished"]
+        self.last_epoch = ckpt["epoch"]
+        self.start_epoch = ckpt["epoch"] + 1
+        _truncate_metrics(self.out_dir / "metrics.csv", self.start_epoch)
+
+    # ------------------------------------------------------------------------------ steps
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _train_step(self, batch: GraphBatch, targets: torch.Tensor) -> torch.Tensor:
+        def closure() -> torch.Tensor:
+            with self._autocast():
+                output = self.model(batch)
+            loss = masked_loss(output.float(), targets, self.task)
+            loss.backward()
+            return loss
+
+        # torch's Adam does not zero gradients itself; molsam's wrappers also zero before
+        # every closure call, so this is harmless for them.
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.optimizer.step(closure)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+    def _evaluate(self, indices: np.ndarray) -> dict:
+        if len(indices) == 0:
+            return {}
+        raw = predict_raw(self.model, self.source, indices, batch_size=256,
+                          autocast_dtype=self.autocast_dtype).cpu().numpy()
+        predictions = to_output_units(raw, self.task, self.scaler)
+        labels = self.source.y[torch.as_tensor(indices, device=self.device)].cpu().numpy()
+        return task_metrics(labels, predictions, self.task, self.target_names)
+
+    # ------------------------------------------------------------------------------ epochs
+    def fit(self) -> ReplicateResult:
+        """Train until the last epoch or early stop; returns the best epoch's scores."""
+        t, o = self.recipe.train, self.recipe.optim
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.start_epoch == 0:
+            # last.pt exists from the start: an interrupt at any point leaves a resumable run.
+            save_checkpoint(self.out_dir / "last.pt", self._checkpoint(-1, True))
+        train_index = self.split.train
+        for epoch in range(self.start_epoch, t.epochs):
+            if self.finished:
+                break
+            started = time.perf_counter()
+            self.model.train()
+            rho = rho_at(epoch, o.rho, o.gamma, o.rho_every)
+            set_rho(self.optimizer, rho)
+            if epoch % o.reanchor_every == 0:
+                reanchor(self.optimizer)
+            order = train_index[self.rng.permutation(len(train_index))]
+            loss_sum = torch.zeros((), device=self.device)
+            for step, start in enumerate(range(0, len(order), t.batch_size)):
+                index = order[start : start + t.batch_size]
+                batch = self.source.gather(index)
+                loss_sum += self._train_step(batch, self.targets[batch.index])
+                if (step + 1) % t.log_every == 0:  # the only host sync inside an epoch
+                    self.on_progress({"seed": self.seed, "epoch": epoch, "step": step + 1,
+                                      "steps": self.steps_per_epoch,
+                                      "loss": float(loss_sum) / (step + 1)})
+            train_loss = float(loss_sum) / self.steps_per_epoch
+            seconds = time.perf_counter() - started
+            record = EpochRecord(
+                epoch=epoch, train_loss=train_loss, lr=self.optimizer.param_groups[0]["lr"],
+                rho=rho, seconds=seconds, graphs_per_s=len(order) / seconds,
+                val=self._evaluate(self.split.val), test=self._evaluate(self.split.test),
+            )
+            self._after_epoch(record)
+        self.finished = True
+        save_checkpoint(self.out_dir / "last.pt", self._checkpoint(self.last_epoch, True))
+        return self._result()
+
+    def _after_epoch(self, record: EpochRecord) -> None:
+        val_score = record.val["mean"].get(self.metric) if record.val else None
+        if val_score is None:
+            # No validation set, or a metric undefined on it (a single class): until a real
+            # score exists, the latest epoch counts as the best one.
+            improved = self.best_val is None
+        else:
+            improved = is_better(self.metric, val_score, self.best_val)
+        if improved:
+            self.best_val, self.best_epoch, self.bad_epochs = val_score, record.epoch, 0
+            save_checkpoint(self.out_dir / "best.pt", self._checkpoint(record.epoch, False))
+        else:
+            self.bad_epochs += 1
+        patience = self.recipe.train.patience
+        if patience is not None and self.bad_epochs >= patience:
+            self.finished = True
+        self.last_epoch = record.epoch
+        _append_metrics(self.out_dir / "metrics.csv", record, self.task)
+        save_checkpoint(self.out_dir / "last.pt", self._checkpoint(record.epoch, True))
+        self.on_progress({
+            "seed": self.seed, "epoch": record.epoch, "epochs": self.recipe.train.epochs,
+            "loss": record.train_loss, "metric": self.metric, "val": val_score,
+            "test": (record.test.get("mean", {}) or {}).get(self.metric),
+            "seconds": record.seconds, "graphs_per_s": record.graphs_per_s,
+            "best": record.epoch == self.best_epoch, "done_epoch": True,
+        })
+
+    def _result(self) -> ReplicateResult:
+        """Scores of best.pt on val and test (reloaded, so they are exactly what was saved)."""
+        best = load_checkpoint(self.out_dir / "best.pt", map_location=self.device)
+        self.model.load_state_dict(best["model_state"])
+        rows = _read_metrics(self.out_dir / "metrics.csv")
+        seconds = sum(float(r["seconds"]) for r in rows)
+        graphs = sum(float(r["graphs_per_s"]) * float(r["seconds"]) for r in rows)
+        return ReplicateResult(
+            seed=self.seed, best_epoch=self.best_epoch, best_val=self.best_val,
+            val=self._evaluate(self.split.val), test=self._evaluate(self.split.test),
+            epochs_run=len(rows), train_seconds=seconds,
+            graphs_per_s=graphs / seconds if seconds else 0.0,
+        )
+
+
+# ---------------------------------------------------------------------------- metrics.csv
+def _metric_columns(task: str) -> list[str]:
+    names = metric_names(task)
+    return [f"val_{m}" for m in names] + [f"test_{m}" for m in names]
+
+
+def _append_metrics(path: Path, record: EpochRecord, task: str) -> None:
+    columns = ["epoch", "train_loss", *_metric_columns(task), "lr", "rho", "seconds",
+               "graphs_per_s"]
+    row = {"epoch": record.epoch, "train_loss": f"{record.train_loss:.6g}",
+           "lr": f"{record.lr:.6g}", "rho": f"{record.rho:.6g}",
+           "seconds": f"{record.seconds:.4f}", "graphs_per_s": f"{record.graphs_per_s:.1f}"}
+    for part, scores in (("val", record.val), ("test", record.test)):
+        for name in metric_names(task):
+            value = (scores.get("mean") or {}).get(name) if scores else None
+            row[f"{part}_{name}"] = "" if value is None else f"{value:.6g}"
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _truncate_metrics(path: Path, epochs: int) -> None:
+    """Keep the rows of epochs < `epochs` (a resumed run rewrites the epochs after last.pt)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) < epochs]
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(kept)

@@ -1,0 +1,165 @@
+"""`molsam train`: a recipe -> a run directory (data, split, replicates, summary, plots).
+
+Run directory:
+    recipe.yaml      the fully resolved recipe (re-runnable as is)
+    splits.json      indices, rows and SMILES per part, with split statistics
+    summary.json     per replicate and mean +- std over replicates, per metric and per task
+    curves.png       learning curves of every replicate
+    seed_<s>/        best.pt, last.pt, metrics.csv for the replicate with seed s
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from molsam.config import Recipe, load_recipe, recipe_to_dict, save_recipe
+from molsam.data.pipeline import DataSpec, load_store, split_store
+from molsam.data.split_stats import split_statistics, write_splits_json
+from molsam.data.splits import file_split
+from molsam.data.store import GraphStore
+from molsam.errors import ConfigError, InputError
+from molsam.train.loop import ReplicateResult, ReplicateTrainer, resolve_device
+from molsam.train.plots import plot_learning_curves
+
+log = logging.getLogger("molsam")
+
+
+def load_recipe_data(
+    recipe: Recipe, on_progress: Callable[[int, int], None] | None = None
+) -> GraphStore:
+    """Featurize (through the cache) the molecules a recipe names."""
+    d = recipe.data
+    store = load_store(
+        DataSpec(d.path, d.smiles_column, d.target_columns, d.id_column, d.task),
+        rwse_steps=recipe.model.pe_steps,
+        workers=recipe.train.workers or None,
+        on_progress=on_progress,
+    )
+    if store.num_tasks == 0:
+        raise InputError(f"{store.source}: no target columns to train on (set data.target_columns)")
+    return store
+
+
+def train_recipe(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    on_progress: Callable[[dict], None] | None = None,
+    on_featurize: Callable[[int, int], None] | None = None,
+    log_warning: Callable[[str], None] = log.warning,
+) -> dict:
+    """Train every replicate of `recipe` into `out_dir`; returns the summary (also saved).
+
+    With `resume`, replicates whose last.pt says finished are kept, an unfinished one continues
+    from its last.pt, and the split is read back from splits.json (never recomputed).
+    """
+    out = Path(out_dir)
+    recipe_dict = recipe_to_dict(recipe)
+    store = load_recipe_data(recipe, on_featurize)
+    task = recipe.data.task or store.task
+    if task == "classification":
+        present = store.y[~np.isnan(store.y)]
+        if present.size and not np.isin(present, (0.0, 1.0)).all():
+            raise InputError(
+                f"{store.source}: data.task is classification but the labels are not all 0/1"
+            )
+    if resume:
+        split = file_split(out / "splits.json", len(store))
+    else:
+        if out.exists() and any(out.glob("seed_*/last.pt")):
+            raise ConfigError(
+                f"{out}: already holds a run; resume it with --resume {out} or choose another --out"
+            )
+        s = recipe.split
+        split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file)
+        out.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, out / "recipe.yaml")
+        stats, warnings = split_statistics(store, split)
+        for warning in warnings:
+            log_warning(warning)
+        write_splits_json(out / "splits.json", store, split, method=s.method, seed=s.seed,
+                          sizes=s.sizes, stats=stats)
+    if len(split.train) == 0:
+        raise ConfigError("split: the training part is empty (check split.sizes)")
+
+    device = resolve_device(recipe.train.device)
+    source = store.batch_source(device)
+    results: list[ReplicateResult] = []
+    for seed in recipe.train.seeds:
+        trainer = ReplicateTrainer(
+            recipe, recipe_dict, source, split, task=task, target_names=store.target_names,
+            seed=seed, out_dir=out / f"seed_{seed}", device=device, on_progress=on_progress,
+        )
+        last = out / f"seed_{seed}" / "last.pt"
+        if resume and last.exists():
+            trainer.resume(last)
+        results.append(trainer.fit())
+
+    summary = summarize(results, task, store.target_names, trainer.metric)
+    summary.update({"run_dir": str(out), "device": str(device), "task": task,
+                    "target_names": store.target_names, "molecules": len(store),
+                    "split": {p: int(len(i)) for p, i in split.parts().items()}})
+    _write_json(out / "summary.json", summary)
+    plot_learning_curves(out, [r.seed for r in results], trainer.metric, out / "curves.png")
+    return summary
+
+
+def resume_run(run_dir: str | Path, **kwargs) -> dict:
+    """Continue an interrupted run from its own resolved recipe."""
+    run_dir = Path(run_dir)
+    recipe_path = run_dir / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise InputError(f"{run_dir}: not a run directory (no recipe.yaml)")
+    return train_recipe(load_recipe(recipe_path), run_dir, resume=True, **kwargs)
+
+
+def summarize(results: list[ReplicateResult], task: str, target_names: list[str],
+              metric: str) -> dict:
+    """Mean +- std (population, ddof=0) over replicates of every test/val metric, overall and
+    per task."""
+    replicates = [asdict(r) for r in results]
+
+    def aggregate(part: str) -> dict:
+        if not results or not getattr(results[0], part):
+            return {}
+        means = {}
+        for name in results[0].__dict__[part]["mean"]:
+            values = [r.__dict__[part]["mean"][name] for r in results]
+            means[name] = _mean_std(values)
+        tasks = {}
+        for target in target_names:
+            tasks[target] = {
+                name: _mean_std([r.__dict__[part]["tasks"][target][name] for r in results])
+                for name in results[0].__dict__[part]["tasks"][target]
+            }
+        return {"mean": means, "tasks": tasks}
+
+    return {
+        "metric": metric,
+        "replicates": replicates,
+        "test": aggregate("test"),
+        "val": aggregate("val"),
+        "train_seconds": _mean_std([r.train_seconds for r in results]),
+        "graphs_per_s": _mean_std([r.graphs_per_s for r in results]),
+    }
+
+
+def _mean_std(values: list[float | None]) -> dict:
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(present)), "std": float(np.std(present)), "n": len(present)}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(data, indent=1))
+    os.replace(temp, path)
