@@ -53,6 +53,8 @@ from molsam.train.inference import predict_raw, to_output_units
 BLOCK_ROWS = 8192
 CPU_BATCH_SIZE = 256
 CUDA_BATCH_SIZE = 1024
+#: Padded atom slots per molecule a batch may use (drug-like molecules have ~25-35 heavy atoms).
+SLOTS_PER_MOLECULE = 48
 ERROR_COLUMN = "molsam_error"
 CHECKPOINT_NAME = "best.pt"
 
@@ -148,12 +150,33 @@ class Ensemble:
         order = np.argsort(source.atom_counts_host[indices], kind="stable")
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
+        batches = padded_batches(source.atom_counts_host[indices[order]], batch_size)
         out = np.empty((len(self.models), len(indices), len(self.target_names)))
         with torch.inference_mode():
             for m, (model, scaler) in enumerate(zip(self.models, self.scalers)):
-                raw = predict_raw(model, source, indices[order], batch_size)
+                raw = torch.cat([
+                    predict_raw(model, source, indices[order[lo:hi]], hi - lo)
+                    for lo, hi in batches
+                ]) if batches else torch.zeros((0, len(self.target_names)))
                 out[m] = to_output_units(raw.cpu().numpy(), self.task, scaler)[inverse]
         return out
+
+
+def padded_batches(sorted_counts: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) batches over molecules sorted by atom count: at most `batch_size` molecules and
+    at most batch_size * SLOTS_PER_MOLECULE padded atom slots (B x largest molecule), so the
+    dense attention layout of a batch of large molecules stays as small as one of typical ones
+    and peak memory does not depend on which molecules a file holds."""
+    budget = batch_size * SLOTS_PER_MOLECULE
+    batches, lo, n = [], 0, len(sorted_counts)
+    while lo < n:
+        hi = min(n, lo + batch_size)
+        # Counts ascend, so the batch's largest molecule is its last: shrink until it fits.
+        while hi - lo > 1 and (hi - lo) * int(sorted_counts[hi - 1]) > budget:
+            hi = lo + max(1, budget // int(sorted_counts[hi - 1]))
+        batches.append((lo, hi))
+        lo = hi
+    return batches
 
 
 def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "auto") -> Ensemble:
@@ -387,7 +410,7 @@ def predict_csv(
     total = valid = 0
     pool = start_pool(workers) if workers > 1 else None
     try:
-        with atomic_output(output) as handle:
+        with atomic_output(output) as handle, _cpu_threads(ensemble.device, workers):
             writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
             writer.writerow(columns)
             # One block in flight: the workers featurize block k+1 while the model scores block k.
@@ -412,6 +435,22 @@ def predict_csv(
             pool.terminate()  # on success every job is done; on error, stop at once
             pool.join()
     return PredictSummary(total, valid, total - valid, time.perf_counter() - start)
+
+
+@contextmanager
+def _cpu_threads(device: torch.device, workers: int) -> Iterator[None]:
+    """On CPU, give torch only the cores the featurization workers leave (at least one) while
+    streaming: measured on 2 cores, torch's 2 intra-op threads competing with 2 worker processes
+    ran the model ~10x slower than 1 thread. Restores the previous setting afterwards."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, default_workers() - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _submit(
