@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests use tiny models: one intra-op thread avoids thread start-up and barrier costs that
+# dominate at this size (and that balloon when the machine is shared).
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "moleculenet"
