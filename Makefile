@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 
-.PHONY: demo test venv install install-test clean
+.PHONY: demo test install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,15 +18,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-venv install install-test: $(VENV)/.installed
+install: $(VENV)/.installed
 
+# The main job on the built-in offline dataset: featurize + split, train, evaluate, predict.
 demo: $(VENV)/.installed
 	$(BIN)/molsam featurize chembl2321810 --split scaffold --out $(DEMO_DIR)/data
-	@if [ -f recipes/quickstart.yaml ] && $(BIN)/molsam --help | grep -q " train "; then \
-		$(BIN)/molsam train recipes/quickstart.yaml --out $(DEMO_DIR)/run && \
-		$(BIN)/molsam evaluate $(DEMO_DIR)/run --out $(DEMO_DIR)/evaluation.json && \
-		$(BIN)/molsam predict $(DEMO_DIR)/run/replicate_0/best.pt $(DEMO_DIR)/data/demo_input.csv -o $(DEMO_DIR)/predictions.csv; \
-	fi
+	rm -rf $(DEMO_DIR)/run
+	$(BIN)/molsam train recipes/quickstart.yaml --out $(DEMO_DIR)/run
+	$(BIN)/molsam evaluate $(DEMO_DIR)/run --out $(DEMO_DIR)/evaluation.json
+	$(BIN)/molsam predict $(DEMO_DIR)/run "$$($(BIN)/molsam datasets chembl2321810)" -o $(DEMO_DIR)/predictions.csv
+	@echo "demo outputs in $(DEMO_DIR)/: data/ (store, splits, invalid rows), run/ (checkpoints, metrics, curves.png), evaluation.json, predictions.csv"
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
