@@ -28,6 +28,7 @@ finished and never rerun; a cell with a last.pt continues through `resume_run`.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import logging
 import math
@@ -103,8 +104,6 @@ def _fail(key: str, message: str) -> ConfigError:
 
 
 def _check_keys(key: str, raw: dict, valid: tuple[str, ...]) -> None:
-    import difflib
-
     for name in raw:
         if name not in valid:
             close = difflib.get_close_matches(str(name), valid, n=1)
@@ -302,6 +301,9 @@ def run_benchmark(
         on_cell: called with {"cell", "index", "total", "status", "summary"?, "wall_seconds"?},
             status one of "done" (finished before), "start", "resume", "finished".
         on_progress: passed to `train_recipe` (epoch progress of the cell in training).
+
+    Each trained cell also gets benchmark_cell.json with the wall seconds of the call that
+    finished it (for a resumed cell only the resumed part: its "resumed" flag says so).
 
     Returns:
         `collect_results` of the finished grid.
