@@ -114,66 +114,77 @@ def first_device(param_groups: list[dict[str, Any]]) -> torch.device:
     return torch.device("cpu")
 
 
-def unit_direction(grads: list[list[Tensor]]) -> list[list[Tensor]]:
-    """g / ||g|| with the global norm over all groups (new tensors; grads are not modified)."""
-    scale = inv_norm(global_norm(flat(grads)))
-    return [torch._foreach_mul(gs, scale) if gs else [] for gs in grads]
+Direction = tuple[list[list[Tensor]], Tensor]
 
 
-def asam_direction(
-    params: list[list[Tensor]], grads: list[list[Tensor]]
-) -> list[list[Tensor]]:
-    """ASAM's direction T²g / ||T g|| with T = |θ| element-wise (Kwon et al., ICML 2021).
+def unit_direction(grads: list[list[Tensor]]) -> Direction:
+    """(g, 1/‖g‖): the direction g/‖g‖ kept unscaled (global norm over all groups).
+
+    The scale stays a separate 0-dim tensor so the caller folds ρ into it and touches the
+    tensors once (ε = g · (ρ/‖g‖)); no copy of g is made here.
+    """
+    return grads, inv_norm(global_norm(flat(grads)))
+
+
+def asam_direction(params: list[list[Tensor]], grads: list[list[Tensor]]) -> Direction:
+    """(T²g, 1/‖T g‖) with T = |θ| element-wise: ASAM (Kwon et al., ICML 2021).
 
     Scaling by |θ| makes the neighbourhood invariant to rescaling weights (and layers).
     """
-    t_grads = [torch._foreach_mul(gs, torch._foreach_abs(ps)) if gs else []
-               for ps, gs in zip(params, grads)]
+    abs_p = [torch._foreach_abs(ps) if ps else [] for ps in params]
+    t_grads = [torch._foreach_mul(gs, ap) if gs else [] for gs, ap in zip(grads, abs_p)]
     scale = inv_norm(global_norm(flat(t_grads)))
-    out = []
-    for ps, tgs in zip(params, t_grads):
+    for tgs, ap in zip(t_grads, abs_p):
         if tgs:
-            # T² g = |θ| (|θ| g); reuse the T g buffers in place.
-            torch._foreach_mul_(tgs, torch._foreach_abs(ps))
-            torch._foreach_mul_(tgs, scale)
-        out.append(tgs)
-    return out
+            torch._foreach_mul_(tgs, ap)  # T² g = |θ| (|θ| g), in the T g buffers
+    return t_grads, scale
 
 
 def sam_direction(
     params: list[list[Tensor]], grads: list[list[Tensor]], adaptive: bool
-) -> list[list[Tensor]]:
-    """The unit-radius SAM (or ASAM) ascent direction for these gradients."""
+) -> Direction:
+    """SAM's (or ASAM's) unit ascent direction for these gradients, as (vectors, scale)."""
     return asam_direction(params, grads) if adaptive else unit_direction(grads)
 
 
-class Perturbation:
-    """θ ← θ + ρ·d for the given parameters, later undone exactly by `restore()`.
+def materialize(direction: Direction) -> list[list[Tensor]]:
+    """The direction as new tensors (vectors · scale), for algorithms that store it."""
+    vectors, scale = direction
+    return [torch._foreach_mul(vs, scale) if vs else [] for vs in vectors]
 
-    The original weights are copied and copied back rather than subtracting ε again: in floating
-    point (θ + ε) − ε ≠ θ, so subtracting would move the weights by rounding noise at every step
-    (a drift the base optimizer never asked for). The copy costs one parameter-sized buffer, as
-    keeping ε would.
+
+class Perturbation:
+    """θ ← θ + ρ·d for the given parameters, undone by `restore()` (θ ← θ − ρ·d).
+
+    ε is kept so restoring is one subtraction, as in the reference algorithms. In floating point
+    (θ + ε) − ε may differ from θ by one unit in the last place; an exact copy-back would cost a
+    parameter-sized clone and a copy per step (three passes over the weights instead of two) for
+    a difference far below any optimizer step. At ρ = 0, ε is exactly zero and θ is untouched.
     """
 
-    __slots__ = ("params", "backup")
+    __slots__ = ("params", "eps")
 
     def __init__(
         self,
         param_groups: list[dict[str, Any]],
         params: list[list[Tensor]],
-        directions: list[list[Tensor]],
+        direction: Direction,
     ) -> None:
-        self.params = flat(params)
-        self.backup = torch._foreach_clone(self.params) if self.params else []
-        for group, ps, ds in zip(param_groups, params, directions):
+        vectors, scale = direction
+        self.params: list[Tensor] = []
+        self.eps: list[Tensor] = []
+        for group, ps, vs in zip(param_groups, params, vectors):
             if ps:
                 # ρ is read from the group at every step, so a schedule may change it per epoch.
-                torch._foreach_add_(ps, ds, alpha=group["rho"])
+                # ρ/‖d‖ is one 0-dim tensor: no host sync.
+                eps = torch._foreach_mul(vs, scale * group["rho"])
+                torch._foreach_add_(ps, eps)
+                self.params.extend(ps)
+                self.eps.extend(eps)
 
     def restore(self) -> None:
         if self.params:
-            torch._foreach_copy_(self.params, self.backup)
+            torch._foreach_sub_(self.params, self.eps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,10 +242,10 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self,
         closure: Closure | None,
         params: list[list[Tensor]],
-        directions: list[list[Tensor]],
+        direction: Direction,
     ) -> Any:
-        """Perturb along unit `directions` by ρ, take the gradient there, restore, base step."""
-        perturbation = Perturbation(self.param_groups, params, directions)
+        """Perturb along the unit `direction` by ρ, take the gradient there, restore, base step."""
+        perturbation = Perturbation(self.param_groups, params, direction)
         loss = self._fresh_pass(closure)
         perturbation.restore()
         self.base_optimizer.step()

@@ -34,11 +34,10 @@ from molsam.optim._base import (
     SharpnessAwareOptimizer,
     check_nonnegative,
     check_unit_interval,
-    flat,
-    global_norm,
     grads_by_group,
-    inv_norm,
+    materialize,
     sam_direction,
+    unit_direction,
 )
 
 ANCHORS = ("unit", "raw")
@@ -98,8 +97,7 @@ class GraphSAM(SharpnessAwareOptimizer):
         self._fresh_pass(closure)
         params, grads = grads_by_group(self.param_groups)
         if self.anchor == "unit":
-            scale = inv_norm(global_norm(flat(grads)))
-            estimates = [torch._foreach_mul(gs, scale) if gs else [] for gs in grads]
+            estimates = materialize(unit_direction(grads))
         else:
             estimates = [torch._foreach_clone(gs) if gs else [] for gs in grads]
         for ps, es in zip(params, estimates):
@@ -115,18 +113,19 @@ class GraphSAM(SharpnessAwareOptimizer):
         # 1. ε = ρ e/‖e‖ over the parameters that have an estimate.
         params = [[p for p in g["params"] if "e" in self.state[p]] for g in self.param_groups]
         estimates = [[self.state[p]["e"] for p in ps] for ps in params]
-        directions = sam_direction(params, estimates, self.adaptive)
+        direction = sam_direction(params, estimates, self.adaptive)
 
-        # 2.-3. ω at θ + ε, restore θ, base step with ω.
-        perturbation = Perturbation(self.param_groups, params, directions)
+        # 2.-3. ω at θ + ε, restore θ (base step below, after the estimate is updated).
+        perturbation = Perturbation(self.param_groups, params, direction)
         loss = self._fresh_pass(closure)
         perturbation.restore()
 
-        # 4. e ← β e + (1 − β) ω/‖ω‖, for the parameters that got a gradient in this pass.
-        # Done before the base step so that no base optimizer can have touched .grad yet.
+        # 4. e ← β e + (1 − β) ω/‖ω‖ = lerp(e, ω/‖ω‖, 1 − β), for the parameters that got a
+        # gradient in this pass. Done before the base step, so no base optimizer can have
+        # modified .grad yet. ‖ω‖ stays a 0-dim device tensor: no host sync.
         w_params, w_grads = grads_by_group(self.param_groups)
-        scale = inv_norm(global_norm(flat(w_grads)))
-        for group, ps, gs in zip(self.param_groups, w_params, w_grads):
+        w_units = materialize(unit_direction(w_grads))
+        for group, ps, us in zip(self.param_groups, w_params, w_units):
             if not ps:
                 continue
             es = []
@@ -135,10 +134,7 @@ class GraphSAM(SharpnessAwareOptimizer):
                 if "e" not in st:  # first gradient for this parameter: start from zero
                     st["e"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 es.append(st["e"])
-            beta = group["beta"]
-            torch._foreach_mul_(es, beta)
-            # (1 − β)/‖ω‖ as one 0-dim device tensor: no host sync.
-            torch._foreach_add_(es, torch._foreach_mul(gs, scale * (1.0 - beta)))
+            torch._foreach_lerp_(es, us, 1.0 - group["beta"])
 
         self.base_optimizer.step()
         self._counters["steps"] += 1

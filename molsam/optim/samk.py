@@ -24,6 +24,7 @@ from molsam.optim._base import (
     SharpnessAwareOptimizer,
     check_nonnegative,
     check_positive_int,
+    first_device,
     grads_by_group,
     sam_direction,
 )
@@ -41,7 +42,8 @@ class SAMK(SharpnessAwareOptimizer):
         adaptive: ASAM's scale-invariant direction.
         **base_kwargs: passed to `base_optimizer`.
 
-    State: `self.state[p]["d"]`, the stored unit direction; step counters in `state_dict()`.
+    State: `self.state[p]["d"]` and the 0-dim `scale` (d · scale is the unit direction);
+    step counters in `state_dict()`.
     `step(closure)` returns the loss at the perturbed point.
     """
 
@@ -62,6 +64,7 @@ class SAMK(SharpnessAwareOptimizer):
         self.adaptive = bool(adaptive)
         self._counters["reanchor_pending"] = True
         self._counters["since_anchor"] = 0
+        self._counters["scale"] = torch.ones((), device=first_device(self.param_groups))
 
     def reanchor(self) -> None:
         """Recompute the exact direction at the start of the next step."""
@@ -73,16 +76,23 @@ class SAMK(SharpnessAwareOptimizer):
         if c["reanchor_pending"] or c["since_anchor"] >= self.k:
             self._fresh_pass(closure)
             params, grads = grads_by_group(self.param_groups)
-            directions = sam_direction(params, grads, self.adaptive)
-            for ps, ds in zip(params, directions):
-                for p, d in zip(ps, ds):
-                    self.state[p]["d"] = d
+            # Stored as (vectors, scale) exactly as SAM uses them, so k = 1 is SAM bit for bit.
+            # Cloned: a closure that zeroes .grad in place must not erase the stored direction.
+            vectors, scale = sam_direction(params, grads, self.adaptive)
+            for group in self.param_groups:  # a parameter without a gradient now has no d
+                for p in group["params"]:
+                    self.state[p].pop("d", None)
+            for ps, vs in zip(params, vectors):
+                if ps and not self.adaptive:  # ASAM's vectors are new tensors already
+                    vs = torch._foreach_clone(vs)
+                for p, v in zip(ps, vs):
+                    self.state[p]["d"] = v
+            c["scale"] = scale
             c["reanchor_pending"] = False
             c["since_anchor"] = 0
-        else:
-            params = [[p for p in g["params"] if "d" in self.state[p]] for g in self.param_groups]
-            directions = [[self.state[p]["d"] for p in ps] for ps in params]
-        loss = self._sam_update(closure, params, directions)
+        params = [[p for p in g["params"] if "d" in self.state[p]] for g in self.param_groups]
+        direction = ([[self.state[p]["d"] for p in ps] for ps in params], c["scale"])
+        loss = self._sam_update(closure, params, direction)
         c["since_anchor"] += 1
         c["steps"] += 1
         return loss
