@@ -169,8 +169,8 @@ def main() -> None:
         print(f"{label:<14}{run['passes'] / args.epochs:>13.1f}{sec:>10.3f}{sec / adam:>8.3f}"
               f"{best:>13.3f}{run['loss']:>12.4f}")
     print(f"\nGraphSAM floor (n+1)/n = {(n + 1) / n:.4f} for n = {n}; SAM's is 2.0. "
-          f"s/epoch and ratio: median of {args.epochs} epochs, optimizers interleaved every {args.block} batches; ratio(best): fastest "
-          "epoch over Adam's fastest; 'train loss': mean step loss of the last epoch (at the "
+          f"s/epoch and ratio: median of {args.epochs} epochs, optimizers interleaved every "
+          f"{args.block} batches; ratio(best): fastest epoch over Adam's fastest; 'train loss': mean step loss of the last epoch (at the "
           "perturbed point for SAM-type steps).")
 
 

@@ -66,7 +66,8 @@ def noam_lr(
     """Noam learning rate at optimizer step `step` (0-based), as chemprop's NoamLR.
 
     step ≤ warmup_steps:  init_lr + (max_lr − init_lr) · step / warmup_steps
-    after:                max_lr · γ^(step − warmup_steps), γ = (final_lr/max_lr)^(1/(total − warmup))
+    after:                max_lr · γ^(step − warmup_steps),
+                          γ = (final_lr / max_lr) ^ (1 / (total_steps − warmup_steps))
     step ≥ total_steps:   final_lr
     So: init_lr at step 0, max_lr at the end of warm-up, final_lr at the last step.
     """
@@ -119,7 +120,9 @@ class NoamLR(LRScheduler):
     ) -> None:
         if not isinstance(steps_per_epoch, int) or isinstance(steps_per_epoch, bool) \
                 or steps_per_epoch < 1:
-            raise OptimConfigError(f"steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}")
+            raise OptimConfigError(
+                f"steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}"
+            )
         if not (isinstance(warmup_epochs, (int, float)) and warmup_epochs >= 0):
             raise OptimConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs!r}")
         if not isinstance(total_epochs, int) or isinstance(total_epochs, bool) or total_epochs < 1:
