@@ -70,8 +70,10 @@ def dense_index(batch: GraphBatch) -> tuple[Tensor, Tensor]:
 
 def to_dense(x: Tensor, flat: Tensor, num_graphs: int, length: int) -> Tensor:
     """Scatter node rows [N, H] into a zero-padded [B, L, H] tensor (differentiable)."""
+    # In place into fresh zeros (which need no gradient): the out-of-place index_copy would
+    # first clone the [B*L, H] zeros, one more full-size copy per call.
     dense = x.new_zeros(num_graphs * length, x.shape[-1])
-    return dense.index_copy(0, flat, x).view(num_graphs, length, x.shape[-1])
+    return dense.index_copy_(0, flat, x).view(num_graphs, length, x.shape[-1])
 
 
 class GINELayer(nn.Module):
@@ -124,12 +126,18 @@ class DenseSelfAttention(nn.Module):
         nn.init.zeros_(self.qkv.bias)
         self.out.reset_parameters()
 
-    def forward(self, dense: Tensor, valid: Tensor) -> Tensor:
-        """dense [B, L, H], valid bool [B, L] -> [B, L, H]."""
-        b, length, hidden = dense.shape
+    def forward(self, x: Tensor, flat: Tensor, valid: Tensor) -> Tensor:
+        """x [N, H] atom rows, flat int64 [N] (dense_index), valid bool [B, L] -> [N, H].
+
+        The q/k/v and output projections run on the N atom rows, not on the B*L padded slots
+        (row-wise linear maps, so the result is the same; on BBBP batches of 32 about half of
+        the slots are padding). Only q, k, v are laid out densely, for the attention itself.
+        """
+        b, length = valid.shape
+        hidden = x.shape[-1]
+        qkv = to_dense(self.qkv(x), flat, b, length)  # [B, L, 3H], zeros in padded slots
         q, k, v = (
-            self.qkv(dense)
-            .view(b, length, 3, self.heads, hidden // self.heads)
+            qkv.view(b, length, 3, self.heads, hidden // self.heads)
             .permute(2, 0, 3, 1, 4)  # [3, B, heads, L, d]
             .unbind(0)
         )
@@ -137,7 +145,9 @@ class DenseSelfAttention(nn.Module):
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
         )
-        return self.out(attended.transpose(1, 2).reshape(b, length, hidden))
+        # Back to atom rows: [B, heads, L, d] -> [B*L, H] -> the N real slots.
+        rows = attended.transpose(1, 2).reshape(b * length, hidden).index_select(0, flat)
+        return self.out(rows)
 
 
 class GPSLayer(nn.Module):
@@ -182,9 +192,7 @@ class GPSLayer(nn.Module):
         valid: Tensor,
     ) -> Tensor:
         local = self.norm_local(x + self.dropout(self.local(x, edge_index, edge_attr)))
-        b, length = valid.shape
-        dense = to_dense(x, flat, b, length)
-        attended = self.attn(dense, valid).reshape(b * length, -1).index_select(0, flat)
+        attended = self.attn(x, flat, valid)
         glob = self.norm_attn(x + self.dropout(attended))
         h = local + glob
         return self.norm_out(h + self.dropout(self.ffn(h)))

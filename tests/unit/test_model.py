@@ -148,6 +148,31 @@ def test_reset_parameters_changes_weights() -> None:
     assert any("layers.0.attn.qkv" in k for k in changed)
 
 
+def test_attention_on_atom_rows_equals_per_molecule_attention() -> None:
+    """DenseSelfAttention projects atom rows and attends within each molecule only: the same as
+    unpadded multi-head attention run on every molecule alone (padding neither leaks in nor
+    changes a row)."""
+    from molsam.models.gps import DenseSelfAttention, dense_index
+
+    torch.manual_seed(0)
+    batch = make_batch(mols(SMILES))
+    hidden, heads = 16, 4
+    attn = DenseSelfAttention(hidden, heads).eval()
+    torch.nn.init.normal_(attn.qkv.bias)  # nonzero biases: padded slots must still not count
+    x = torch.randn(batch.atom_codes.shape[0], hidden)
+    flat, valid = dense_index(batch)
+    got = attn(x, flat, valid)
+
+    d = hidden // heads
+    expected = []
+    for g in range(batch.num_graphs):
+        rows = x[batch.node_graph == g]  # [n, H]
+        q, k, v = attn.qkv(rows).view(len(rows), 3, heads, d).permute(1, 2, 0, 3)  # [heads, n, d]
+        weights = torch.softmax(q @ k.transpose(1, 2) / d**0.5, dim=-1)
+        expected.append(attn.out((weights @ v).transpose(0, 1).reshape(len(rows), hidden)))
+    torch.testing.assert_close(got, torch.cat(expected), rtol=1e-5, atol=1e-5)
+
+
 class HostSyncDetector(TorchDispatchMode):
     """Records ops that make the host wait for the device on CUDA (.item(), nonzero, boolean-mask
     indexing, repeat_interleave without output_size): seen on CPU too, at the dispatcher."""
