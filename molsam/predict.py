@@ -43,6 +43,7 @@ from molsam.chem.parallel import (
 from molsam.data.batching import BatchSource
 from molsam.data.store import GraphStore
 from molsam.data.table import TableHeader, iter_table
+from molsam.devices import resolve_device
 from molsam.errors import CheckpointError, ConfigError, InputError
 from molsam.models.gps import GPSModel
 from molsam.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -60,19 +61,6 @@ CHECKPOINT_NAME = "best.pt"
 
 
 # --------------------------------------------------------------------------- devices, models
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` is cuda when available, else cpu; `cuda` without a GPU is a ConfigError."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device: {name!r} requested but no CUDA device is available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N") from None
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -29,6 +29,7 @@ import torch
 from molsam.config import Recipe
 from molsam.data.batching import BatchSource, GraphBatch
 from molsam.data.splits import SplitIndices
+from molsam.devices import resolve_precision
 from molsam.errors import CheckpointError
 from molsam.models.gps import GPSModel
 from molsam.optim import build_optimizer, reanchor, valid_keywords
@@ -74,25 +75,6 @@ class ReplicateResult:
     epochs_run: int
     train_seconds: float
     graphs_per_s: float
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from molsam.errors import ConfigError
-
-        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bf16 on GPUs that support it when `auto`, fp32 (None) on the CPU."""
-    if name == "bf16":
-        return torch.bfloat16
-    if name == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 def seed_everything(seed: int) -> np.random.Generator:

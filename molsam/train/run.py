@@ -25,7 +25,8 @@ from molsam.data.split_stats import split_statistics, write_splits_json
 from molsam.data.splits import file_split
 from molsam.data.store import GraphStore
 from molsam.errors import ConfigError, InputError
-from molsam.train.loop import ReplicateResult, ReplicateTrainer, resolve_device
+from molsam.devices import resolve_device
+from molsam.train.loop import ReplicateResult, ReplicateTrainer
 from molsam.train.plots import plot_learning_curves
 
 log = logging.getLogger("molsam")
@@ -90,7 +91,7 @@ def train_recipe(
     if len(split.train) == 0:
         raise ConfigError("split: the training part is empty (check split.sizes)")
 
-    device = resolve_device(recipe.train.device)
+    device = resolve_device(recipe.train.device, key="train.device")
     source = store.batch_source(device)
     results: list[ReplicateResult] = []
     for seed in recipe.train.seeds:
