@@ -219,8 +219,11 @@ def main() -> None:
             times[i].append(time.perf_counter() - start)
 
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    autocast = next((r.trainer.autocast_dtype for _, _, _, r, _ in configs
+                     if isinstance(r, MolsamRunner)), None)
     print(f"BBBP ({len(store)} molecules), device {device}, torch threads {threads}, "
           f"hidden {args.hidden}, layers {args.layers}, heads {args.heads}, "
+          f"molsam autocast {autocast or 'off (fp32)'}, PyG fp32, "
           f"median of {args.rounds} interleaved rounds")
     print(f"{'implementation':<15}{'optimizer':<10}{'batch':>6}{'steps':>7}{'graphs/s':>11}"
           f"{'vs PyG':>9}")
