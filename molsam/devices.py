@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from molsam.errors import ConfigError
@@ -28,3 +31,25 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+#: Intra-op threads for CPU training when the recipe does not say. Measured on 2 cores with
+#: molsam's models (benchmarks/train_throughput.py): 2 threads were never faster than 1; 1.2x
+#: slower with OMP_WAIT_POLICY=PASSIVE and 3-19x slower while another process used a core
+#: (OpenMP barriers spin). One thread also makes CPU results independent of the core count.
+DEFAULT_CPU_THREADS = 1
+
+
+@contextmanager
+def cpu_threads(device: torch.device, threads: int) -> Iterator[None]:
+    """Run a block with `threads` torch intra-op threads when on the CPU, then restore the
+    previous setting (the library never leaves process-wide state changed behind it)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

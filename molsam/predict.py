@@ -43,7 +43,7 @@ from molsam.chem.parallel import (
 from molsam.data.batching import BatchSource
 from molsam.data.store import GraphStore
 from molsam.data.table import TableHeader, iter_table
-from molsam.devices import resolve_device
+from molsam.devices import cpu_threads, resolve_device
 from molsam.errors import CheckpointError, ConfigError, InputError
 from molsam.models.gps import GPSModel
 from molsam.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -398,7 +398,10 @@ def predict_csv(
     total = valid = 0
     pool = start_pool(workers) if workers > 1 else None
     try:
-        with atomic_output(output) as handle, _cpu_threads(ensemble.device, workers):
+        # torch gets only the cores the featurization workers leave: measured on 2 cores, 2
+        # intra-op threads competing with 2 worker processes ran the model ~10x slower.
+        threads = min(torch.get_num_threads(), default_workers() - workers)
+        with atomic_output(output) as handle, cpu_threads(ensemble.device, threads):
             writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
             writer.writerow(columns)
             # One block in flight: the workers featurize block k+1 while the model scores block k.
@@ -423,22 +426,6 @@ def predict_csv(
             pool.terminate()  # on success every job is done; on error, stop at once
             pool.join()
     return PredictSummary(total, valid, total - valid, time.perf_counter() - start)
-
-
-@contextmanager
-def _cpu_threads(device: torch.device, workers: int) -> Iterator[None]:
-    """On CPU, give torch only the cores the featurization workers leave (at least one) while
-    streaming: measured on 2 cores, torch's 2 intra-op threads competing with 2 worker processes
-    ran the model ~10x slower than 1 thread. Restores the previous setting afterwards."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(before, default_workers() - workers)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _submit(

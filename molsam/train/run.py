@@ -25,7 +25,7 @@ from molsam.data.split_stats import split_statistics, write_splits_json
 from molsam.data.splits import file_split
 from molsam.data.store import GraphStore
 from molsam.errors import ConfigError, InputError
-from molsam.devices import resolve_device
+from molsam.devices import DEFAULT_CPU_THREADS, cpu_threads, resolve_device
 from molsam.train.loop import ReplicateResult, ReplicateTrainer
 from molsam.train.plots import plot_learning_curves
 
@@ -94,15 +94,16 @@ def train_recipe(
     device = resolve_device(recipe.train.device, key="train.device")
     source = store.batch_source(device)
     results: list[ReplicateResult] = []
-    for seed in recipe.train.seeds:
-        trainer = ReplicateTrainer(
-            recipe, recipe_dict, source, split, task=task, target_names=store.target_names,
-            seed=seed, out_dir=out / f"seed_{seed}", device=device, on_progress=on_progress,
-        )
-        last = out / f"seed_{seed}" / "last.pt"
-        if resume and last.exists():
-            trainer.resume(last)
-        results.append(trainer.fit())
+    with cpu_threads(device, recipe.train.threads or DEFAULT_CPU_THREADS):
+        for seed in recipe.train.seeds:
+            trainer = ReplicateTrainer(
+                recipe, recipe_dict, source, split, task=task, target_names=store.target_names,
+                seed=seed, out_dir=out / f"seed_{seed}", device=device, on_progress=on_progress,
+            )
+            last = out / f"seed_{seed}" / "last.pt"
+            if resume and last.exists():
+                trainer.resume(last)
+            results.append(trainer.fit())
 
     summary = summarize(results, task, store.target_names, trainer.metric)
     summary.update({"run_dir": str(out), "device": str(device), "task": task,
