@@ -10,11 +10,12 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.pool
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from rdkit import rdBase
+from threadpoolctl import threadpool_limits
 
 from molsam.chem.features import mols_to_arrays, parse_smiles
 
@@ -109,7 +110,13 @@ def start_pool(workers: int) -> multiprocessing.pool.Pool:
         raise ValueError(f"workers must be >= 1, got {workers}")
     # fork starts in milliseconds; workers run RDKit and numpy only (no torch, no OpenMP).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers)
+    return multiprocessing.get_context(method).Pool(workers, initializer=_one_blas_thread)
+
+
+def _one_blas_thread() -> None:
+    """Worker initializer: the RWSE matrices are tiny, and with one process per core a
+    multi-threaded BLAS only adds spinning threads that fight the other workers."""
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _jobs(smiles: Sequence[str], rwse_steps: int, chunk_size: int) -> list:
@@ -151,21 +158,19 @@ def featurize_many(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     jobs = _jobs(smiles, rwse_steps, chunk_size)
-    parts = []
-    if pool is not None:
-        for part, job in zip(pool.imap(_featurize_job, jobs), jobs):
+
+    def collect(results: Iterable[FeaturizedArrays]) -> FeaturizedArrays:
+        parts = []
+        for part, job in zip(results, jobs):
             parts.append(part)
             if on_progress:
                 on_progress(len(job[1]))
-    elif workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            parts.append(_featurize_job(job))
-            if on_progress:
-                on_progress(len(job[1]))
-    else:
-        with start_pool(min(workers, len(jobs))) as new_pool:
-            for part, job in zip(new_pool.imap(_featurize_job, jobs), jobs):
-                parts.append(part)
-                if on_progress:
-                    on_progress(len(job[1]))
-    return FeaturizedArrays.concatenate(parts, rwse_steps)
+        return FeaturizedArrays.concatenate(parts, rwse_steps)
+
+    if pool is not None:
+        return collect(pool.imap(_featurize_job, jobs))
+    if workers == 1 or len(jobs) <= 1:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return collect(map(_featurize_job, jobs))
+    with start_pool(min(workers, len(jobs))) as new_pool:
+        return collect(new_pool.imap(_featurize_job, jobs))
