@@ -14,7 +14,6 @@ one would.
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import random
 import time
@@ -43,9 +42,8 @@ from molsam.train.checkpoint import (
 )
 from molsam.train.inference import predict_raw, to_output_units
 from molsam.train.losses import fit_scaler, masked_loss
-from molsam.train.metrics import is_better, metric_names, task_metrics
+from molsam.train.metrics import default_metric, is_better, metric_names, task_metrics
 
-log = logging.getLogger("molsam")
 
 #: Optimizer keywords that come straight from `optim:` when the algorithm accepts them.
 _ALGORITHM_KEYS = ("rho", "beta", "k", "alpha")
@@ -124,7 +122,7 @@ class ReplicateTrainer:
         self.task, self.target_names = task, target_names
         self.seed, self.out_dir, self.device = seed, Path(out_dir), device
         self.on_progress = on_progress or (lambda info: None)
-        self.metric = recipe.train.metric or ("roc_auc" if task == "classification" else "rmse")
+        self.metric = recipe.train.metric or default_metric(task)
         self.autocast_dtype = resolve_precision(recipe.train.precision, device)
 
         labels = source.y.cpu().numpy()

@@ -13,7 +13,7 @@ from molsam.data.pipeline import DataSpec, load_store
 from molsam.data.store import GraphStore
 from molsam.errors import InputError
 from rdkit import Chem
-from tests.conftest import RAW, SHARED_DATA, write_csv
+from tests.conftest import SHARED_DATA, write_csv
 
 SMILES = ["CCO", "not a smiles", "c1ccccc1O", "", "[Na+].[Cl-]", "CC(=O)Nc1ccc(O)cc1"]
 
