@@ -505,9 +505,9 @@ def results_markdown(suite: Suite, results: dict) -> str:
         if has_reference:
             line += f" | {_fmt(suite.reference.get(entry.name))}"
         lines.append(line + " |")
-    lines += ["", f"| dataset | optimizer | n | test | val | epochs | train graphs/s "
-              f"| train s/run | wall s/run | s/epoch vs {results['baseline']} |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    header = ("| dataset | optimizer | n | test | val | epochs | train graphs/s | train s/run "
+              f"| wall s/run | s/epoch vs {results['baseline']} |")
+    lines += ["", header, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["n"] == 0:
             lines.append(f"| {r['dataset']} | {r['optimizer']} | 0 | not run | | | | | | |")

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from molsam.benchmark import load_suite, run_benchmark, suite_from_dict
 from molsam.cli.main import app
+from molsam.config import OPTIMIZERS
 from molsam.errors import ConfigError
 from tests.conftest import SHARED_DATA
 
@@ -168,6 +169,17 @@ def test_partial_grid_reports_missing_cells_and_cli_report_only(suite_file, fini
     markdown = (out / "results.md").read_text()
     assert "Not run (1 cells): esol/graphsam/seed 0" in markdown
     assert "| esol | graphsam | 0 | not run |" in markdown
+
+
+def test_cli_reports_a_bad_suite_in_one_line(tmp_path):
+    (tmp_path / "r.yaml").write_text("data: {path: x.csv}\n")
+    suite = tmp_path / "bad.yaml"
+    suite.write_text("datasets: {a: r.yaml}\noptimizers: [adam, grapsam]\nseeds: [0]\n")
+    result = CliRunner().invoke(app, ["benchmark", str(suite), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: optimizers[1]: 'grapsam' is not one of " + ", ".join(OPTIMIZERS))
+    assert not (tmp_path / "o").exists()  # refused before any work
 
 
 def test_changed_recipe_is_refused_for_a_finished_cell(suite_file, finished, tmp_path):
