@@ -441,6 +441,7 @@ def _rate(records: list[dict]) -> float | None:
 def write_results(suite: Suite, out_dir: str | Path) -> dict:
     """Write results.csv, cells.csv, results.md and results.png from the finished cells."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     results = collect_results(suite, out)
     _write_csv(out / "cells.csv", results["cells"], [
         "dataset", "optimizer", "seed", "metric", "test", "val", "best_epoch", "epochs_run",
@@ -496,7 +497,9 @@ def results_markdown(suite: Suite, results: dict) -> str:
             if r["test_mean"] is None:
                 cells_text.append("not run")
                 continue
-            text = f"{r['test_mean']:.3f} ± {r['test_std']:.3f}"
+            # one seed has no spread to show
+            text = (f"{r['test_mean']:.3f}" if r["n"] == 1
+                    else f"{r['test_mean']:.3f} ± {r['test_std']:.3f}")
             if r["n"] < r["seeds_planned"]:
                 text += f" (n={r['n']})"
             cells_text.append(f"**{text}**" if r["test_mean"] == best and len(means) > 1 else text)
@@ -512,9 +515,10 @@ def results_markdown(suite: Suite, results: dict) -> str:
         if r["n"] == 0:
             lines.append(f"| {r['dataset']} | {r['optimizer']} | 0 | not run | | | | | | |")
             continue
+        spread = "" if r["n"] == 1 else f" ± {_fmt(r['test_std'])}"
         lines.append(
-            f"| {r['dataset']} | {r['optimizer']} | {r['n']} | {_fmt(r['test_mean'])} ± "
-            f"{_fmt(r['test_std'])} | {_fmt(r['val_mean'])} | {_fmt(r['epochs_mean'], 1)} | "
+            f"| {r['dataset']} | {r['optimizer']} | {r['n']} | {_fmt(r['test_mean'])}{spread} | "
+            f"{_fmt(r['val_mean'])} | {_fmt(r['epochs_mean'], 1)} | "
             f"{_fmt(r['graphs_per_s'], 1)} | {_fmt(r['train_seconds_per_run'], 0)} | "
             f"{_fmt(r['wall_seconds_per_run'], 0)} | {_fmt(r['epoch_time_vs_baseline'], 2)}x |"
         )

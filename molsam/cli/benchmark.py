@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from molsam.errors import MolsamError
+from molsam.errors import InputError, MolsamError
 
 log = logging.getLogger("molsam")
 
@@ -29,6 +29,9 @@ def benchmark(
     try:
         loaded = load_suite(suite)
         if report_only:
+            if not (out / "cells").is_dir():
+                raise InputError(f"--out {out}: holds no benchmark cells to report "
+                                 f"(run `molsam benchmark {suite} --out {out}` first)")
             results = write_results(loaded, out)
         else:
             results = run_benchmark(loaded, out, on_cell=_report_cell, on_progress=_report_epoch)

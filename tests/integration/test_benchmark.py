@@ -182,6 +182,14 @@ def test_cli_reports_a_bad_suite_in_one_line(tmp_path):
     assert not (tmp_path / "o").exists()  # refused before any work
 
 
+def test_cli_report_only_refuses_a_folder_without_cells(suite_file, tmp_path):
+    result = CliRunner().invoke(app, ["benchmark", str(suite_file), "--out",
+                                      str(tmp_path / "none"), "--report-only"])
+    assert result.exit_code == 2
+    assert "holds no benchmark cells to report" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_changed_recipe_is_refused_for_a_finished_cell(suite_file, finished, tmp_path):
     out = tmp_path / "changed"
     shutil.copytree(finished, out)
