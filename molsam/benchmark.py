@@ -39,14 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from molsam.config import (
     OPTIMIZERS,
     Recipe,
     apply_overrides,
     load_recipe,
     load_recipe_dict,
+    read_yaml_file,
     recipe_from_dict,
     recipe_to_dict,
 )
@@ -235,17 +234,7 @@ def suite_from_dict(raw: Any, source: str = "<suite>", *, base_dir: str | Path =
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite YAML file (relative paths resolve against its folder)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: suite file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read suite ({exc})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
-    return suite_from_dict(raw, str(path), base_dir=path.parent)
+    return suite_from_dict(read_yaml_file(path, "suite"), str(path), base_dir=path.parent)
 
 
 def _resolve_data_paths(overrides: tuple[str, ...], base: Path) -> tuple[str, ...]:

@@ -409,17 +409,24 @@ def recipe_from_dict(
     return recipe
 
 
-def load_recipe_dict(path: str | Path) -> dict:
-    """Read a YAML recipe file into a mapping, unvalidated (apply --set overrides to it, then
-    validate with recipe_from_dict)."""
+def read_yaml_file(path: str | Path, what: str = "recipe") -> Any:
+    """Parse a YAML file (numbers like 1e-3 as floats, duplicate keys refused); one-line
+    ConfigErrors name the file, and the line and column of a syntax error."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: recipe file not found") from None
+        raise ConfigError(f"{path}: {what} file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read recipe ({exc})") from None
-    raw = _parse_yaml(text, str(path))
+        raise ConfigError(f"{path}: cannot read {what} ({exc})") from None
+    return _parse_yaml(text, str(path))
+
+
+def load_recipe_dict(path: str | Path) -> dict:
+    """Read a YAML recipe file into a mapping, unvalidated (apply --set overrides to it, then
+    validate with recipe_from_dict)."""
+    path = Path(path)
+    raw = read_yaml_file(path, "recipe")
     if raw is None:
         raise ConfigError(f"{path}: recipe is empty (at least data: {{path: my.csv}} is needed)")
     return raw
