@@ -217,23 +217,10 @@ def summarize(per_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return per_member.mean(axis=0), per_member.std(axis=0, ddof=0)
 
 
-def arrays_source(arrays: FeaturizedArrays, device: torch.device) -> BatchSource:
-    """A BatchSource over freshly featurized arrays (no labels), ready to gather on `device`."""
-    store = GraphStore(
-        atom_counts=arrays.atom_counts.astype(np.int32),
-        bond_counts=arrays.bond_counts.astype(np.int32),
-        atom_codes=arrays.atom_codes,
-        rwse=arrays.rwse,
-        bond_atoms=arrays.bond_atoms,
-        bond_codes=arrays.bond_codes,
-        y=np.zeros((len(arrays.valid), 0), dtype=np.float32),
-        smiles=[""] * len(arrays.valid),  # only lengths matter for batching
-        rows=arrays.valid.astype(np.int32),
-        target_names=[],
-        task=None,
-        spec={},
-    )
-    return store.batch_source(device)
+def arrays_source(arrays: FeaturizedArrays, rows: int, device: torch.device) -> BatchSource:
+    """A BatchSource over `rows` freshly featurized inputs (no labels), ready to gather on
+    `device`. Only sizes matter for batching, so the SMILES themselves are not carried."""
+    return GraphStore.from_arrays(arrays, [""] * rows).batch_source(device)
 
 
 # --------------------------------------------------------------------------- in-memory
@@ -271,7 +258,7 @@ def _block_predictions(
 ) -> Predictions:
     members = np.full((len(ensemble), n, len(ensemble.target_names)), np.nan)
     if len(arrays.valid):
-        source = arrays_source(arrays, ensemble.device)
+        source = arrays_source(arrays, n, ensemble.device)
         members[:, arrays.valid] = ensemble.predict_source(
             source, np.arange(len(arrays.valid)), batch_size
         )

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from molsam.chem.features import featurizer_spec
-from molsam.chem.parallel import featurize_many
+from molsam.chem.parallel import FeaturizedArrays, featurize_many
 from molsam.data.batching import BatchSource
 from molsam.data.table import MolTable
 from molsam.errors import InputError
@@ -106,6 +106,26 @@ class GraphStore:
     ) -> "GraphStore":
         """Featurize SMILES (in parallel); invalid ones are left out and listed in `.invalid`."""
         arrays = featurize_many(smiles, rwse_steps, workers=workers, on_progress=on_progress)
+        return cls.from_arrays(
+            arrays, smiles, targets, target_names=target_names, ids=ids, lines=lines,
+            task=task, rwse_steps=rwse_steps,
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: FeaturizedArrays,
+        smiles: Sequence[str],
+        targets: np.ndarray | None = None,
+        *,
+        target_names: Sequence[str] = (),
+        ids: Sequence[str] | None = None,
+        lines: np.ndarray | None = None,
+        task: str | None = None,
+        rwse_steps: int = 16,
+    ) -> "GraphStore":
+        """A store of the valid molecules of featurized input `smiles` (same order as `arrays`);
+        `targets` [len(smiles), T] and `ids` are per input row and get subset to the valid ones."""
         keep = arrays.valid
         if targets is None:
             targets = np.zeros((len(smiles), 0), dtype=np.float32)
