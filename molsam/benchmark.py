@@ -50,7 +50,8 @@ from molsam.config import (
     recipe_to_dict,
 )
 from molsam.errors import ConfigError
-from molsam.train.metrics import LOWER_IS_BETTER
+from molsam.jsonio import write_json_atomic
+from molsam.train.metrics import LOWER_IS_BETTER, mean_std
 
 log = logging.getLogger("molsam")
 
@@ -321,7 +322,7 @@ def run_benchmark(
         else:
             summary = train_recipe(recipe, run_dir, on_progress=on_progress)
         wall = time.perf_counter() - started
-        _write_json(run_dir / "benchmark_cell.json", {
+        write_json_atomic(run_dir / "benchmark_cell.json", {
             "dataset": cell.dataset, "optimizer": cell.optimizer, "seed": cell.seed,
             "wall_seconds": wall, "resumed": partial,
         })
@@ -371,16 +372,6 @@ def _cell_record(suite: Suite, cell: Cell, out: Path) -> dict | None:
     }
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None, int]:
-    present = [float(v) for v in values if v is not None]
-    if not present:
-        return None, None, 0
-    mean = sum(present) / len(present)
-    # population std (ddof=0), as the run summaries use
-    std = math.sqrt(sum((v - mean) ** 2 for v in present) / len(present))
-    return mean, std, len(present)
-
-
 def collect_results(suite: Suite, out_dir: str | Path) -> dict:
     """Read every finished cell; aggregate per (dataset, optimizer). Unfinished cells are listed,
     not guessed. Returns {"cells": [...], "rows": [...], "missing": [...], "baseline": name}."""
@@ -400,8 +391,8 @@ def collect_results(suite: Suite, out_dir: str | Path) -> dict:
                                and r["optimizer"] == suite.baseline])
         for optimizer in suite.optimizers:
             mine = [r for r in records if r["dataset"] == entry.name and r["optimizer"] == optimizer]
-            test_mean, test_std, n = _mean_std([r["test"] for r in mine])
-            val_mean, val_std, _ = _mean_std([r["val"] for r in mine])
+            test_mean, test_std, n = mean_std([r["test"] for r in mine])
+            val_mean, val_std, _ = mean_std([r["val"] for r in mine])
             rate = _rate(mine)
             rows.append({
                 "dataset": entry.name, "optimizer": optimizer,
@@ -409,10 +400,10 @@ def collect_results(suite: Suite, out_dir: str | Path) -> dict:
                 "n": n, "seeds_planned": len(suite.seeds),
                 "test_mean": test_mean, "test_std": test_std,
                 "val_mean": val_mean, "val_std": val_std,
-                "epochs_mean": _mean_std([r["epochs_run"] for r in mine])[0],
-                "graphs_per_s": _mean_std([r["graphs_per_s"] for r in mine])[0],
-                "train_seconds_per_run": _mean_std([r["train_seconds"] for r in mine])[0],
-                "wall_seconds_per_run": _mean_std([r["wall_seconds"] for r in mine])[0],
+                "epochs_mean": mean_std([r["epochs_run"] for r in mine])[0],
+                "graphs_per_s": mean_std([r["graphs_per_s"] for r in mine])[0],
+                "train_seconds_per_run": mean_std([r["train_seconds"] for r in mine])[0],
+                "wall_seconds_per_run": mean_std([r["wall_seconds"] for r in mine])[0],
                 "epoch_time_vs_baseline": (rate / baseline_rate
                                            if rate is not None and baseline_rate else None),
                 "reference": suite.reference.get(entry.name),
@@ -451,12 +442,6 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
-    os.replace(temp, path)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=1))
     os.replace(temp, path)
 
 
@@ -546,8 +531,8 @@ def plot_results(suite: Suite, results: dict, out: str | Path) -> Path:
             xs = [r["train_seconds"] for r in mine]
             ys = [r["test"] for r in mine]
             axis.scatter(xs, ys, color=colour, s=12, alpha=0.5)
-            x_mean, x_std, _ = _mean_std(xs)
-            y_mean, y_std, _ = _mean_std(ys)
+            x_mean, x_std, _ = mean_std(xs)
+            y_mean, y_std, _ = mean_std(ys)
             axis.errorbar([x_mean], [y_mean], xerr=[x_std], yerr=[y_std], color=colour,
                           marker="o", markersize=7, capsize=3, label=optimizer)
         reference = suite.reference.get(entry.name)

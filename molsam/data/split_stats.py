@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import numpy as np
 from molsam.chem.scaffolds import murcko_scaffold
 from molsam.data.splits import SplitIndices
 from molsam.data.store import GraphStore
+from molsam.jsonio import write_json_atomic
 
 
 def split_statistics(store: GraphStore, split: SplitIndices) -> tuple[dict, list[str]]:
@@ -70,9 +69,4 @@ def write_splits_json(
         }
     if stats is not None:
         record["stats"] = stats
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(record, indent=1))
-    os.replace(temp, path)
-    return path
+    return write_json_atomic(path, record)

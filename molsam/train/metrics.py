@@ -97,3 +97,12 @@ def is_better(metric: str, candidate: float | None, best: float | None) -> bool:
     if best is None:
         return True
     return candidate < best if metric in LOWER_IS_BETTER else candidate > best
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean and population std (ddof=0) over replicates, ignoring missing values (None);
+    returns (mean, std, count), (None, None, 0) when nothing is present."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None, 0
+    return float(np.mean(present)), float(np.std(present)), len(present)

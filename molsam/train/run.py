@@ -10,9 +10,7 @@ Run directory:
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,8 +23,10 @@ from molsam.data.split_stats import split_statistics, write_splits_json
 from molsam.data.splits import file_split
 from molsam.data.store import GraphStore
 from molsam.errors import ConfigError, InputError
+from molsam.jsonio import write_json_atomic
 from molsam.devices import DEFAULT_CPU_THREADS, cpu_threads, resolve_device
 from molsam.train.loop import ReplicateResult, ReplicateTrainer
+from molsam.train.metrics import mean_std
 from molsam.train.plots import plot_learning_curves
 
 log = logging.getLogger("molsam")
@@ -109,7 +109,7 @@ def train_recipe(
     summary.update({"run_dir": str(out), "device": str(device), "task": task,
                     "target_names": store.target_names, "molecules": len(store),
                     "split": {p: int(len(i)) for p, i in split.parts().items()}})
-    _write_json(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     plot_learning_curves(out, [r.seed for r in results], trainer.metric, out / "curves.png")
     return summary
 
@@ -155,13 +155,5 @@ def summarize(results: list[ReplicateResult], task: str, target_names: list[str]
 
 
 def _mean_std(values: list[float | None]) -> dict:
-    present = [v for v in values if v is not None]
-    if not present:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(present)), "std": float(np.std(present)), "n": len(present)}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=1))
-    os.replace(temp, path)
+    mean, std, n = mean_std(values)
+    return {"mean": mean, "std": std, "n": n}
