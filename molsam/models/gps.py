@@ -268,7 +268,9 @@ class GPSModel(nn.Module):
         self.layers = nn.ModuleList(
             GPSLayer(hidden, heads, self.dropout_p, self.attn_dropout) for _ in range(layers)
         )
-        self.gate = nn.Linear(hidden, 1) if pooling == "attention" else None
+        # No bias: a softmax over the atoms does not change when a constant is added to every
+        # score, so a gate bias would never get a gradient (and could never learn).
+        self.gate = nn.Linear(hidden, 1, bias=False) if pooling == "attention" else None
         self.head = nn.Sequential(
             nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(self.dropout_p), nn.Linear(hidden, num_tasks)
         )
@@ -286,6 +288,12 @@ class GPSModel(nn.Module):
         for module in self.head:
             if isinstance(module, nn.Linear):
                 module.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the gate lost its bias still load: the bias only shifted
+        # every softmax score by one constant, so dropping it leaves the outputs unchanged.
+        state_dict.pop(f"{prefix}gate.bias", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def config(self) -> dict:
         """Constructor arguments as plain builtins: `GPSModel(**model.config())` rebuilds it."""

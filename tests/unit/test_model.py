@@ -226,3 +226,16 @@ def test_forward_and_backward_never_sync_the_host(pooling: str) -> None:
 def test_bad_arguments_raise_value_error(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GPSModel(2, **kwargs)
+
+
+def test_checkpoint_with_the_old_gate_bias_still_loads() -> None:
+    # Attention pooling once had a gate bias, which a softmax over atoms ignores: weights saved
+    # with it must load into today's bias-free gate and give the same outputs.
+    model = seeded_model(pooling="attention").eval()
+    old_state = dict(model.state_dict())
+    old_state["gate.bias"] = torch.tensor([0.7])
+    fresh = seeded_model(pooling="attention").eval()
+    fresh.load_state_dict(old_state)
+    batch = make_batch(mols(SMILES))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(batch), model(batch))
