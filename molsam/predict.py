@@ -28,18 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import torch
 
-from molsam.chem.parallel import (
-    FeaturizedArrays,
-    default_workers,
-    featurize_many,
-    start_pool,
-    submit_many,
-)
 from molsam.data.batching import BatchSource
 from molsam.data.store import GraphStore
 from molsam.data.table import TableHeader, iter_table
@@ -48,6 +41,9 @@ from molsam.errors import CheckpointError, ConfigError, InputError
 from molsam.models.gps import GPSModel
 from molsam.train.checkpoint import load_checkpoint, model_from_checkpoint
 from molsam.train.inference import predict_raw, to_output_units
+
+if TYPE_CHECKING:  # featurizing SMILES needs RDKit; scoring a store or loading models must not
+    from molsam.chem.parallel import FeaturizedArrays
 
 #: Rows per streamed block: large enough to keep the workers and the model busy, small enough
 #: that a block's graphs (~1 KB per molecule) and output rows stay a few MB.
@@ -249,6 +245,8 @@ def predict_smiles(
     workers: int | None = 1,
 ) -> Predictions:
     """Predict a list of SMILES held in memory (for notebooks; files go through predict_csv)."""
+    from molsam.chem.parallel import featurize_many
+
     arrays = featurize_many(list(smiles), ensemble.rwse_steps, workers=workers)
     return _block_predictions(ensemble, arrays, len(smiles), batch_size)
 
@@ -374,6 +372,8 @@ def predict_csv(
         InputError: unreadable input, missing SMILES column, a malformed line (naming file and
             line); on error no output file is left behind.
     """
+    from molsam.chem.parallel import default_workers, start_pool
+
     start = time.perf_counter()
     header, rows = iter_table(input_path)
     at = smiles_column_index(header, ensemble, smiles_column)
@@ -418,6 +418,8 @@ def predict_csv(
 def _submit(
     pool, block: list[list[str]], at: int, rwse_steps: int
 ) -> Callable[[], FeaturizedArrays]:
+    from molsam.chem.parallel import featurize_many, submit_many
+
     smiles = [cells[at] for cells in block]
     if pool is None:
         arrays = featurize_many(smiles, rwse_steps, workers=1)

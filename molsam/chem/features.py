@@ -18,6 +18,15 @@ import numpy as np
 from rdkit import Chem
 
 from molsam.chem.encodings import random_walk_return_probabilities
+from molsam.chem.spec import (  # noqa: F401  (re-exported: the historical import place)
+    ATOM_VOCAB_SIZES,
+    ATOM_VOCABULARIES,
+    BOND_VOCAB_SIZES,
+    BOND_VOCABULARIES,
+    DEFAULT_RWSE_STEPS,
+    FEATURIZER_VERSION,
+    featurizer_spec,
+)
 
 
 @dataclass(frozen=True)
@@ -79,22 +88,15 @@ BOND_FEATURES: tuple[Vocabulary, ...] = (
     Vocabulary("in_ring", (False, True)),
 )
 
-ATOM_VOCAB_SIZES: tuple[int, ...] = tuple(v.size for v in ATOM_FEATURES)
-BOND_VOCAB_SIZES: tuple[int, ...] = tuple(v.size for v in BOND_FEATURES)
-
-#: Bump when codes change meaning: stores and checkpoints record it and refuse a mismatch.
-FEATURIZER_VERSION = 1
-DEFAULT_RWSE_STEPS = 16
-
-
-def featurizer_spec(rwse_steps: int = DEFAULT_RWSE_STEPS) -> dict:
-    """Everything that determines the codes: saved in stores and checkpoints, compared on load."""
-    return {
-        "version": FEATURIZER_VERSION,
-        "atom_features": [[v.name, v.size] for v in ATOM_FEATURES],
-        "bond_features": [[v.name, v.size] for v in BOND_FEATURES],
-        "rwse_steps": int(rwse_steps),
-    }
+# The RDKit-free contract (molsam.chem.spec) must describe exactly these vocabularies: the model,
+# stores and checkpoints size their embeddings and compare specs from it alone.
+if [(v.name, v.size) for v in ATOM_FEATURES] != list(ATOM_VOCABULARIES) or [
+    (v.name, v.size) for v in BOND_FEATURES
+] != list(BOND_VOCABULARIES):
+    raise RuntimeError(
+        "molsam.chem.features vocabularies differ from molsam.chem.spec: update both together "
+        "(and bump FEATURIZER_VERSION)"
+    )
 
 
 class MolGraph(NamedTuple):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from molsam.chem.features import DEFAULT_RWSE_STEPS, featurizer_spec
+from molsam.chem.spec import DEFAULT_RWSE_STEPS, featurizer_spec
 from molsam.data.datasets import cache_dir, dataset_info, dataset_path, is_dataset_name
 from molsam.data.store import GraphStore
 from molsam.data.table import infer_task, iter_table, read_table

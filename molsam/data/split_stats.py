@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from molsam.chem.scaffolds import murcko_scaffold
 from molsam.data.splits import SplitIndices
 from molsam.data.store import GraphStore
 from molsam.jsonio import write_json_atomic
@@ -19,6 +18,8 @@ def split_statistics(store: GraphStore, split: SplitIndices) -> tuple[dict, list
     a warning for every classification task with a single class (or no labels) in val or test,
     where ROC-AUC is undefined.
     """
+    from molsam.chem.scaffolds import murcko_scaffold  # RDKit: only when statistics are made
+
     scaffolds = [murcko_scaffold(s) for s in store.smiles]
     classification = store.task == "classification"
     stats: dict = {}

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from molsam.chem.scaffolds import scaffold_sets
 from molsam.errors import ConfigError, InputError
 
 PARTS = ("train", "val", "test")
@@ -185,6 +184,10 @@ def make_split(
     """Dispatch by method name (see METHODS); errors list the valid methods."""
     if method == "random":
         return random_split(len(smiles), sizes, seed)
+    # Scaffolds need RDKit: imported only for the methods that use them, so SplitIndices and the
+    # other splits (what training from a store needs) import without it.
+    from molsam.chem.scaffolds import scaffold_sets
+
     if method == "scaffold":
         return scaffold_split(scaffold_sets(smiles), sizes)
     if method == "scaffold_balanced":

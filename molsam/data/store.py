@@ -17,15 +17,18 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from molsam.chem.features import featurizer_spec
-from molsam.chem.parallel import FeaturizedArrays, featurize_many
+from molsam.chem.spec import featurizer_spec
 from molsam.data.batching import BatchSource
 from molsam.data.table import MolTable
 from molsam.errors import InputError
+
+if TYPE_CHECKING:  # featurization needs RDKit; loading and batching a store must not
+    from molsam.chem.parallel import FeaturizedArrays
 
 STORE_FORMAT = "molsam-graphstore"
 STORE_FORMAT_VERSION = 1
@@ -105,6 +108,8 @@ class GraphStore:
         on_progress: Callable[[int], None] | None = None,
     ) -> "GraphStore":
         """Featurize SMILES (in parallel); invalid ones are left out and listed in `.invalid`."""
+        from molsam.chem.parallel import featurize_many  # RDKit: only when featurizing
+
         arrays = featurize_many(smiles, rwse_steps, workers=workers, on_progress=on_progress)
         return cls.from_arrays(
             arrays, smiles, targets, target_names=target_names, ids=ids, lines=lines,

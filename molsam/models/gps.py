@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from molsam.chem.features import ATOM_VOCAB_SIZES, BOND_VOCAB_SIZES, DEFAULT_RWSE_STEPS
+from molsam.chem.spec import ATOM_VOCAB_SIZES, BOND_VOCAB_SIZES, DEFAULT_RWSE_STEPS
 from molsam.data.batching import GraphBatch
 
 POOLINGS = ("mean", "sum", "attention")
@@ -202,7 +202,7 @@ class GPSModel(nn.Module):
     """GPS graph transformer with a graph readout and a multi-task head.
 
     Input embedding: sum of learned embeddings of the integer atom codes (one table per
-    column of molsam.chem.features.ATOM_FEATURES) plus a linear projection of the RWSE
+    column of molsam.chem.spec.ATOM_VOCABULARIES) plus a linear projection of the RWSE
     encodings (Dwivedi et al., ICLR 2022). Bonds: sum of learned embeddings of the bond codes,
     shared by all layers. Then `layers` GPS layers, a readout over the atoms of each molecule and
     an MLP head.

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
+import importlib.metadata
 import os
 import pickle
 import random
@@ -29,7 +31,7 @@ import torch
 from torch import Tensor
 
 import molsam
-from molsam.chem.features import FEATURIZER_VERSION, featurizer_spec
+from molsam.chem.spec import FEATURIZER_VERSION, featurizer_spec
 from molsam.config import Recipe, recipe_to_dict
 from molsam.errors import CheckpointError
 from molsam.models.gps import GPSModel
@@ -254,15 +256,26 @@ def training_state(
 
 
 def versions() -> dict:
-    """molsam, torch and rdkit versions, recorded in every checkpoint."""
-    import rdkit
+    """molsam, torch and rdkit versions, recorded in every checkpoint.
 
+    RDKit's version comes from the installed package's metadata, never from importing it: saving
+    a checkpoint must not load RDKit (a GPU machine training from a store may not have it; then
+    the version is None).
+    """
     # str(): torch.__version__ is a TorchVersion, which weights_only would refuse to unpickle.
     return {
         "molsam": str(molsam.__version__),
         "torch": str(torch.__version__),
-        "rdkit": str(rdkit.__version__),
+        "rdkit": _installed_version("rdkit"),
     }
+
+
+@functools.cache
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def build_checkpoint(

@@ -1,0 +1,48 @@
+"""The featurizer's contract without RDKit: vocabulary names and sizes, RWSE steps, the spec.
+
+Everything the model, the store loader and checkpoints need to know about the integer codes lives
+here, so training and prediction from a featurized store import on a machine without RDKit (a GPU
+box often has torch but not RDKit). molsam.chem.features builds the actual vocabularies from
+RDKit's enums and checks at import that their names and sizes are exactly these.
+"""
+
+from __future__ import annotations
+
+#: Bump when codes change meaning: stores and checkpoints record it and refuse a mismatch.
+FEATURIZER_VERSION = 1
+DEFAULT_RWSE_STEPS = 16
+
+#: (name, number of codes including the trailing "unknown" slot), in column order of the
+#: per-atom code matrix (molsam.chem.features.ATOM_FEATURES).
+ATOM_VOCABULARIES: tuple[tuple[str, int], ...] = (
+    ("atomic_num", 119),
+    ("chirality", 5),
+    ("degree", 8),
+    ("formal_charge", 8),
+    ("total_hs", 6),
+    ("radical_electrons", 4),
+    ("hybridization", 7),
+    ("aromatic", 3),
+    ("in_ring", 3),
+)
+
+#: The same for bonds (molsam.chem.features.BOND_FEATURES).
+BOND_VOCABULARIES: tuple[tuple[str, int], ...] = (
+    ("bond_type", 5),
+    ("stereo", 7),
+    ("conjugated", 3),
+    ("in_ring", 3),
+)
+
+ATOM_VOCAB_SIZES: tuple[int, ...] = tuple(size for _, size in ATOM_VOCABULARIES)
+BOND_VOCAB_SIZES: tuple[int, ...] = tuple(size for _, size in BOND_VOCABULARIES)
+
+
+def featurizer_spec(rwse_steps: int = DEFAULT_RWSE_STEPS) -> dict:
+    """Everything that determines the codes: saved in stores and checkpoints, compared on load."""
+    return {
+        "version": FEATURIZER_VERSION,
+        "atom_features": [[name, size] for name, size in ATOM_VOCABULARIES],
+        "bond_features": [[name, size] for name, size in BOND_VOCABULARIES],
+        "rwse_steps": int(rwse_steps),
+    }
