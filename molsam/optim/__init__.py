@@ -46,7 +46,7 @@ def asam(
 ) -> SAM:
     """ASAM (Kwon et al., ICML 2021): `SAM(adaptive=True)`.
 
-    The default radius is larger than SAM's because ASAM's ball is relative to |θ|
+    The default radius is larger than SAM's because ASAM's ball is relative to |w| + η
     (the ASAM paper uses ρ = 0.5 to 1.0).
     """
     return SAM(params, base_optimizer, rho=rho, adaptive=True, **base_kwargs)

@@ -126,25 +126,80 @@ def unit_direction(grads: list[list[Tensor]]) -> Direction:
     return grads, inv_norm(global_norm(flat(grads)))
 
 
-def asam_direction(params: list[list[Tensor]], grads: list[list[Tensor]]) -> Direction:
-    """(T²g, 1/‖T g‖) with T = |θ| element-wise: ASAM (Kwon et al., ICML 2021).
+#: ASAM's η: T = |w| + η keeps a zero weight's neighbourhood from collapsing to a point
+#: (Kwon et al., ICML 2021, Sec. 4; η = 0.01 in the authors' code, SamsungLabs/ASAM asam.py).
+ASAM_ETA = 0.01
 
-    Scaling by |θ| makes the neighbourhood invariant to rescaling weights (and layers).
+
+def is_weight(name: str | None, param: Tensor) -> bool:
+    """Whether ASAM scales `param` by |w| + η (a weight) or leaves it unscaled (T = 1, a bias).
+
+    The authors' code decides by name (`'weight' in name`: linear, embedding and norm weights);
+    without a name (parameters passed without `named_parameters()`), a tensor of two or more
+    dimensions counts as a weight and a vector as a bias.
     """
-    abs_p = [torch._foreach_abs(ps) if ps else [] for ps in params]
-    t_grads = [torch._foreach_mul(gs, ap) if gs else [] for gs, ap in zip(grads, abs_p)]
-    scale = inv_norm(global_norm(flat(t_grads)))
-    for tgs, ap in zip(t_grads, abs_p):
-        if tgs:
-            torch._foreach_mul_(tgs, ap)  # T² g = |θ| (|θ| g), in the T g buffers
-    return t_grads, scale
+    if name is not None:
+        return "weight" in name
+    return param.dim() >= 2
+
+
+def asam_direction(
+    params: list[list[Tensor]],
+    grads: list[list[Tensor]],
+    weights: list[list[bool]] | None = None,
+    eta: float = ASAM_ETA,
+) -> Direction:
+    """(T²g, 1/‖T g‖): ASAM's ascent direction (Kwon et al., ICML 2021, arXiv 2102.11600).
+
+    T is element-wise: |w| + η for a weight, 1 for a bias, as in the authors' code
+    (SamsungLabs/ASAM, `ascent_step`). Scaling by |w| makes the neighbourhood invariant to
+    rescaling weights (and layers); η keeps zero weights perturbable; biases are not rescaled.
+
+    Args:
+        params, grads: per param group, the parameters and their gradients (same shapes).
+        weights: per group, one flag per parameter (see `is_weight`); None: by dimension.
+    Returns:
+        New tensors (never the gradients themselves) and a 0-dim scale on their device.
+    """
+    if weights is None:
+        weights = [[is_weight(None, p) for p in ps] for ps in params]
+    vectors: list[list[Tensor]] = []
+    scales: list[list[Tensor]] = []  # T of the weights, per group, to apply a second time
+    for ps, gs, flags in zip(params, grads, weights):
+        at = [i for i, w in enumerate(flags) if w]
+        t = torch._foreach_abs([ps[i] for i in at]) if at else []
+        if t:
+            torch._foreach_add_(t, eta)
+        t_g = torch._foreach_mul([gs[i] for i in at], t) if at else []
+        rest = [i for i, w in enumerate(flags) if not w]
+        # Biases: T = 1, so T g = g; cloned so callers may keep the direction (SAM-k does).
+        plain = torch._foreach_mul([gs[i] for i in rest], 1.0) if rest else []
+        merged: list[Tensor] = [None] * len(gs)  # type: ignore[list-item]
+        for i, v in zip(at, t_g):
+            merged[i] = v
+        for i, v in zip(rest, plain):
+            merged[i] = v
+        vectors.append(merged)
+        scales.append(t)
+    scale = inv_norm(global_norm(flat(vectors)))
+    for vs, flags, t in zip(vectors, weights, scales):
+        if t:
+            t_g = [v for v, w in zip(vs, flags) if w]
+            torch._foreach_mul_(t_g, t)  # T² g = T (T g), in the T g buffers
+    return vectors, scale
 
 
 def sam_direction(
-    params: list[list[Tensor]], grads: list[list[Tensor]], adaptive: bool
+    params: list[list[Tensor]],
+    grads: list[list[Tensor]],
+    adaptive: bool,
+    weights: list[list[bool]] | None = None,
 ) -> Direction:
-    """SAM's (or ASAM's) unit ascent direction for these gradients, as (vectors, scale)."""
-    return asam_direction(params, grads) if adaptive else unit_direction(grads)
+    """SAM's (or ASAM's) unit ascent direction for these gradients, as (vectors, scale).
+
+    `weights` (ASAM only): which parameters are weights (see `asam_direction`).
+    """
+    return asam_direction(params, grads, weights) if adaptive else unit_direction(grads)
 
 
 def materialize(direction: Direction) -> list[list[Tensor]]:
@@ -212,6 +267,18 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
         self._counters: dict[str, Any] = {"steps": 0}
+        # ASAM's weight/bias roles, by name when built from `model.named_parameters()`.
+        self._weight_flags: dict[int, bool] = {}
+        for group in self.param_groups:
+            names = group.get("param_names") or [None] * len(group["params"])
+            for p, name in zip(group["params"], names):
+                self._weight_flags[id(p)] = is_weight(name, p)
+
+    def _asam_weights(self, params: list[list[Tensor]]) -> list[list[bool]]:
+        """Per group, `is_weight` of each of `params` (for `sam_direction`)."""
+        flags = self._weight_flags
+        return [[flags[id(p)] if id(p) in flags else is_weight(None, p) for p in ps]
+                for ps in params]
 
     # -- the trainer-facing extras ------------------------------------------------------------
 

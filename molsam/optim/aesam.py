@@ -107,7 +107,7 @@ class AESAM(SharpnessAwareOptimizer):
         c["sq_mean"], c["sq_var"] = mean, var
         sharp = sq >= mean + self.threshold_at(c["steps"]) * var.sqrt()
         if bool(sharp):  # host sync: the algorithm's own decision (see module docstring)
-            directions = sam_direction(params, grads, self.adaptive)
+            directions = sam_direction(params, grads, self.adaptive, self._asam_weights(params))
             loss = self._sam_update(closure, params, directions)
             c["sam_steps"] += 1
         else:

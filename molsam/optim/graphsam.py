@@ -52,7 +52,7 @@ class GraphSAM(SharpnessAwareOptimizer):
         rho: perturbation radius ρ (`group["rho"]`; a schedule such as
             `molsam.optim.schedules.rho_at` may set it per epoch).
         beta: moving-average factor β of the estimate, in [0, 1) (`group["beta"]`).
-        adaptive: ASAM-style scaling: ε = ρ · T²e / ‖T e‖ with T = |θ|.
+        adaptive: ASAM-style scaling: ε = ρ · T²e / ‖T e‖ with T = |w| + η (biases: 1).
         anchor: "unit" (e ← g/‖g‖, paper-faithful) or "raw" (e ← g, as the reference code).
         **base_kwargs: passed to `base_optimizer`.
 
@@ -113,7 +113,8 @@ class GraphSAM(SharpnessAwareOptimizer):
         # 1. ε = ρ e/‖e‖ over the parameters that have an estimate.
         params = [[p for p in g["params"] if "e" in self.state[p]] for g in self.param_groups]
         estimates = [[self.state[p]["e"] for p in ps] for ps in params]
-        direction = sam_direction(params, estimates, self.adaptive)
+        direction = sam_direction(
+            params, estimates, self.adaptive, self._asam_weights(params))
 
         # 2.-3. ω at θ + ε, restore θ (base step below, after the estimate is updated).
         perturbation = Perturbation(self.param_groups, params, direction)

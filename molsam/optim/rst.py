@@ -100,7 +100,7 @@ class RST(SharpnessAwareOptimizer):
         loss = self._fresh_pass(closure)
         if u < self.probability_at(c["steps"]):
             params, grads = grads_by_group(self.param_groups)
-            directions = sam_direction(params, grads, self.adaptive)
+            directions = sam_direction(params, grads, self.adaptive, self._asam_weights(params))
             loss = self._sam_update(closure, params, directions)
             c["sam_steps"] += 1
         else:

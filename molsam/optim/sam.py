@@ -11,7 +11,11 @@ weights, to first order:
 
 ASAM (Kwon et al., "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant Learning of
 Deep Neural Networks", ICML 2021, arXiv 2102.11600) replaces the ball by one scaled element-wise
-by T = |θ|: ε = ρ · T²g / ‖T g‖₂, which is invariant to rescaling the weights.
+by T: ε = ρ · T²g / ‖T g‖₂, which is invariant to rescaling the weights. As in the authors' code
+(SamsungLabs/ASAM, `ascent_step`), T = |w| + η with η = 0.01 for weights and T = 1 for biases
+(`molsam.optim._base.asam_direction`); weights and biases are told apart by name when the
+optimizer is built from `model.named_parameters()` (`'weight' in name`, as that code does), else by
+dimension (a vector is a bias).
 
 Two forward/backward passes per step.
 """
@@ -65,7 +69,7 @@ class SAM(SharpnessAwareOptimizer):
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
         self._fresh_pass(closure)
         params, grads = grads_by_group(self.param_groups)
-        directions = sam_direction(params, grads, self.adaptive)
+        directions = sam_direction(params, grads, self.adaptive, self._asam_weights(params))
         loss = self._sam_update(closure, params, directions)
         self._counters["steps"] += 1
         return loss

@@ -78,7 +78,8 @@ class SAMK(SharpnessAwareOptimizer):
             params, grads = grads_by_group(self.param_groups)
             # Stored as (vectors, scale) exactly as SAM uses them, so k = 1 is SAM bit for bit.
             # Cloned: a closure that zeroes .grad in place must not erase the stored direction.
-            vectors, scale = sam_direction(params, grads, self.adaptive)
+            vectors, scale = sam_direction(
+                params, grads, self.adaptive, self._asam_weights(params))
             for group in self.param_groups:  # a parameter without a gradient now has no d
                 for p in group["params"]:
                     self.state[p].pop("d", None)

@@ -83,8 +83,15 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """build_optimizer with the recipe's keys that this algorithm accepts (plus `optim.extra`)."""
+def make_optimizer(
+    recipe: Recipe, model: torch.nn.Module, steps_per_epoch: int = 1
+) -> torch.optim.Optimizer:
+    """build_optimizer with the recipe's keys that this algorithm accepts (plus `optim.extra`).
+
+    Algorithms with a schedule over the whole run (AE-SAM's threshold, RST's probability) get
+    `total_steps = train.epochs * steps_per_epoch` unless `optim.extra` sets it. Parameters are
+    passed with their names, so ASAM tells weights from biases as its authors' code does.
+    """
     o = recipe.optim
     accepted = set(valid_keywords(o.name))
     kwargs = {"lr": o.lr, "weight_decay": o.weight_decay}
@@ -92,8 +99,28 @@ def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimi
         value = getattr(o, key)
         if key in accepted and value is not None:
             kwargs[key] = value
+    if "total_steps" in accepted:
+        kwargs["total_steps"] = recipe.train.epochs * steps_per_epoch
     kwargs.update(o.extra)
-    return build_optimizer(o.name, model.parameters(), **kwargs)
+    return build_optimizer(o.name, model.named_parameters(), **kwargs)
+
+
+def warmup_epochs(recipe: Recipe) -> tuple[float, str | None]:
+    """The Noam warm-up to use, and a message when the recipe's had to be shortened.
+
+    A warm-up as long as training (or longer) would leave no decay phase and, at the extreme, no
+    step at the peak learning rate; it is cut to half of the epochs (a pure function of the recipe,
+    so every replicate and a resumed run agree).
+    """
+    wanted, epochs = recipe.optim.warmup_epochs, recipe.train.epochs
+    if wanted < epochs:
+        return wanted, None
+    used = epochs / 2
+    return used, (
+        f"optim.warmup_epochs={wanted:g} is not shorter than train.epochs={epochs}: "
+        f"warming up over {used:g} epoch(s) instead (set optim.warmup_epochs below train.epochs "
+        "to choose)"
+    )
 
 
 class ReplicateTrainer:
@@ -138,13 +165,13 @@ class ReplicateTrainer:
             dropout=m.dropout, pe_steps=m.pe_steps, pooling=m.pooling,
             attn_dropout=m.attn_dropout,
         ).to(device)
-        self.optimizer = make_optimizer(recipe, self.model)
         t = recipe.train
         self.steps_per_epoch = max(1, math.ceil(len(split.train) / t.batch_size))
+        self.optimizer = make_optimizer(recipe, self.model, self.steps_per_epoch)
         self.scheduler = None
         if recipe.optim.schedule == "noam":
             self.scheduler = NoamLR(
-                self.optimizer, warmup_epochs=recipe.optim.warmup_epochs, total_epochs=t.epochs,
+                self.optimizer, warmup_epochs=warmup_epochs(recipe)[0], total_epochs=t.epochs,
                 steps_per_epoch=self.steps_per_epoch, init_lr=recipe.optim.init_lr,
                 max_lr=recipe.optim.lr, final_lr=recipe.optim.final_lr,
             )

@@ -25,7 +25,7 @@ from molsam.data.store import GraphStore
 from molsam.errors import ConfigError, InputError
 from molsam.jsonio import write_json_atomic
 from molsam.devices import DEFAULT_CPU_THREADS, cpu_threads, resolve_device
-from molsam.train.loop import ReplicateResult, ReplicateTrainer
+from molsam.train.loop import ReplicateResult, ReplicateTrainer, warmup_epochs
 from molsam.train.metrics import mean_std
 from molsam.train.plots import plot_learning_curves
 
@@ -91,6 +91,9 @@ def train_recipe(
     if len(split.train) == 0:
         raise ConfigError("split: the training part is empty (check split.sizes)")
 
+    warning = warmup_epochs(recipe)[1] if recipe.optim.schedule == "noam" else None
+    if warning:
+        log_warning(warning)
     device = resolve_device(recipe.train.device, key="train.device")
     source = store.batch_source(device)
     results: list[ReplicateResult] = []

@@ -151,12 +151,53 @@ def test_sam_perturbation_matches_hand_computation() -> None:
     assert loss.item() == pytest.approx(0.5 * (3.3**2 + 4.4**2), rel=1e-6)
 
 
+def _asam_step(params: list[tuple[str, torch.Tensor]], named: bool = True) -> list[torch.Tensor]:
+    """One ASAM step (SGD, rho 0.5) on L = ½‖θ‖² (so g = θ); returns θ + ε seen by pass 2."""
+    seen = []
+    tensors = [t for _, t in params]
+
+    def closure():
+        seen.append([t.detach().clone() for t in tensors])
+        loss = 0.5 * sum((t**2).sum() for t in tensors)
+        loss.backward()
+        return loss
+
+    opt = SAM(params if named else tensors, torch.optim.SGD, lr=0.1, rho=0.5, adaptive=True)
+    opt.step(closure)
+    return seen[1]
+
+
 def test_asam_perturbation_matches_hand_computation() -> None:
-    _, seen, _ = _quadratic_step(SAM, rho=0.5, adaptive=True)
-    # T = |θ| = (3, 4); T g = (9, 16); T² g = (27, 64); eps = rho T²g / ||T g||
-    norm = math.sqrt(9**2 + 16**2)
-    expected = torch.tensor([3.0 + 0.5 * 27 / norm, 4.0 + 0.5 * 64 / norm])
-    assert torch.allclose(torch.cat(seen[1]), expected, atol=1e-5, rtol=0)
+    # The authors' code (SamsungLabs/ASAM): T = |w| + 0.01 for weights, T = 1 for biases.
+    w = nn.Parameter(torch.tensor([[3.0, 0.0]]))
+    b = nn.Parameter(torch.tensor([4.0]))
+    seen = _asam_step([("lin.weight", w), ("lin.bias", b)])
+    t = torch.tensor([3.01, 0.01])
+    tg_w, tg_b = t * torch.tensor([3.0, 0.0]), torch.tensor([4.0])  # T g (g = θ)
+    norm = math.sqrt(float((tg_w**2).sum()) + float((tg_b**2).sum()))
+    assert torch.allclose(seen[0], torch.tensor([[3.0, 0.0]]) + 0.5 * t * tg_w / norm,
+                          atol=1e-6, rtol=0)
+    assert torch.allclose(seen[1], torch.tensor([4.0]) + 0.5 * tg_b / norm, atol=1e-6, rtol=0)
+
+
+def test_asam_tells_weights_from_biases_by_name_else_by_dimension() -> None:
+    # A 1-D parameter named like a weight (a LayerNorm gain) is scaled, as in the authors' code;
+    # without names, a 1-D parameter counts as a bias (T = 1) and a matrix as a weight.
+    def fresh():
+        return nn.Parameter(torch.tensor([2.0])), nn.Parameter(torch.tensor([[5.0]]))
+
+    gain, mat = fresh()
+    by_name = _asam_step([("norm.weight", gain), ("lin.weight", mat)])
+    t = torch.tensor([2.01, 5.01])
+    tg = t * torch.tensor([2.0, 5.0])
+    expected = torch.tensor([2.0, 5.0]) + 0.5 * t * tg / tg.norm()
+    assert torch.allclose(torch.cat([x.flatten() for x in by_name]), expected, atol=1e-6)
+
+    gain, mat = fresh()
+    by_dim = _asam_step([("a", gain), ("b", mat)], named=False)
+    tg = torch.tensor([2.0, 5.01 * 5.0])  # the vector unscaled, the matrix by |w| + η
+    expected = torch.tensor([2.0, 5.0]) + 0.5 * torch.tensor([1.0, 5.01]) * tg / tg.norm()
+    assert torch.allclose(torch.cat([x.flatten() for x in by_dim]), expected, atol=1e-6)
 
 
 def test_samk_with_k1_is_sam_bitwise() -> None:
