@@ -265,6 +265,8 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: `molsam tune`'s search space (None: molsam.tune.DEFAULT_SPACE); `molsam train` ignores it.
+    tune: dict | None = None
 
 
 SECTIONS: dict[str, type] = {
@@ -274,6 +276,149 @@ SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "train": TrainConfig,
 }
+
+
+# --------------------------------------------------------------------------- tune: search space
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    """A numeric range searched for one recipe key (Optuna's suggest_int / suggest_float).
+
+    `integer` is not written by users: it follows the key's type (model.layers is an int).
+    `step` quantizes the range; `log` samples it on a log scale (the two exclude each other).
+    """
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class SearchChoices:
+    """A list of values searched for one recipe key (Optuna's suggest_categorical)."""
+
+    choices: tuple
+
+
+#: Sections and keys a search never changes: the split and the objective stay fixed so that every
+#: trial is scored on the same validation molecules by the same metric (and test stays unseen).
+TUNE_FIXED = ("data", "split", "train.metric", "train.seeds")
+RANGE_KEYS = ("low", "high", "log", "step")
+
+
+def tunable_keys() -> list[str]:
+    """Every dotted recipe key a `tune:` section may search."""
+    return [
+        f"{section}.{f.name}"
+        for section, cls in SECTIONS.items()
+        if section not in TUNE_FIXED
+        for f in fields(cls)
+        if f"{section}.{f.name}" not in TUNE_FIXED
+    ]
+
+
+def _tune_field(where: str, key: Any) -> Any:
+    """The dataclass field a tune key names (`optim.rho` -> OptimConfig.rho), or a ConfigError."""
+    parts = key.split(".") if isinstance(key, str) else []
+    if len(parts) == 2 and parts[0] in SECTIONS:
+        names = {f.name: f for f in fields(SECTIONS[parts[0]])}
+        if parts[1] in names:
+            if parts[0] in TUNE_FIXED or key in TUNE_FIXED:
+                raise _fail(where, "cannot be searched (data, split, train.metric and train.seeds "
+                                   "stay fixed so that every trial is scored on the same validation set)")
+            return names[parts[1]]
+    raise _unknown_key(where, str(key), tunable_keys())
+
+
+def _field_kind(f: Any) -> str | None:
+    """'int' or 'float' for a numeric key (from its annotation), else None."""
+    kinds = set(re.findall(r"\b(int|float|tuple|dict|str|bool)\b", str(f.type)))
+    if kinds == {"int"}:
+        return "int"
+    if kinds == {"float"}:
+        return "float"
+    return None
+
+
+def _search_choices(where: str, value: list, check: Check) -> SearchChoices:
+    if not value:
+        raise _fail(where, "expected a non-empty list of choices, got []")
+    items = []
+    for i, item in enumerate(value):
+        if item is not None and not isinstance(item, (bool, int, float, str)):
+            raise _fail(f"{where}[{i}]", f"a choice must be a single value, got {_show(item)}")
+        items.append(check(f"{where}[{i}]", item))
+    if len(set(items)) != len(items):
+        raise _fail(where, f"duplicate choices in {list(value)}")
+    return SearchChoices(tuple(items))
+
+
+def _search_range(where: str, value: dict, f: Any) -> SearchRange:
+    for name in value:
+        if name not in RANGE_KEYS:
+            raise _unknown_key(f"{where}.{name}", str(name), list(RANGE_KEYS))
+    kind = _field_kind(f)
+    if kind is None:
+        raise _fail(where, f"{_show(value)}: a range needs a numeric key; give a list of choices")
+    check = f.metadata["check"]
+    bounds = {}
+    for name in ("low", "high"):
+        if name not in value:
+            raise _fail(f"{where}.{name}", "required key is missing (e.g. {low: 0.01, high: 0.1})")
+        if value[name] is None:
+            raise _fail(f"{where}.{name}", f"expected a number, got None")
+        bounds[name] = check(f"{where}.{name}", value[name])
+    low, high = bounds["low"], bounds["high"]
+    if low > high:
+        raise _fail(where, f"low {value['low']!r} is above high {value['high']!r}")
+    log = value.get("log", False)
+    if not isinstance(log, bool):
+        raise _fail(f"{where}.log", f"expected true or false, got {_show(log)}")
+    step = value.get("step")
+    if step is not None:
+        step_check = integer(1) if kind == "int" else number(0.0, low_open=True)
+        step = step_check(f"{where}.step", step)
+        if log:
+            raise _fail(where, "log and step cannot be combined")
+    if log and low <= 0:
+        raise _fail(f"{where}.low", f"a log range needs low > 0, got {value['low']!r}")
+    return SearchRange(low, high, log, step, kind == "int")
+
+
+def _build_tune(raw: Any) -> dict[str, SearchRange | SearchChoices] | None:
+    """The `tune:` section: {dotted recipe key: {low, high[, log][, step]} or [choices]}."""
+    if raw is None:
+        return None
+    raw = mapping("tune", raw)
+    if not raw:
+        raise _fail("tune", "expected recipe keys to search, got {} (leave tune out for the "
+                            "default space)")
+    space: dict[str, SearchRange | SearchChoices] = {}
+    for key, value in raw.items():
+        where = f"tune.{key}"
+        f = _tune_field(where, key)
+        if isinstance(value, (list, tuple)):
+            space[key] = _search_choices(where, list(value), f.metadata["check"])
+        elif isinstance(value, dict):
+            space[key] = _search_range(where, value, f)
+        else:
+            raise _fail(where, f"expected {{low: ..., high: ...}} or a list of choices, "
+                               f"got {_show(value)}")
+    return space
+
+
+def tune_to_dict(space: dict[str, SearchRange | SearchChoices]) -> dict:
+    """A search space as plain builtins (the form a `tune:` section is written in)."""
+    out: dict = {}
+    for key, spec in space.items():
+        if isinstance(spec, SearchChoices):
+            out[key] = list(spec.choices)
+        else:
+            out[key] = {"low": spec.low, "high": spec.high, "log": spec.log, "step": spec.step}
+    return out
 
 
 # --------------------------------------------------------------------------- YAML
@@ -395,8 +540,8 @@ def recipe_from_dict(
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping of sections, got {_show(d)}")
     for key in d:
-        if key not in SECTIONS:
-            raise _unknown_key(str(key), str(key), list(SECTIONS))
+        if key not in SECTIONS and key != "tune":
+            raise _unknown_key(str(key), str(key), [*SECTIONS, "tune"])
     if d.get("data") is None:
         raise _fail("data.path", "required key is missing (e.g. data: {path: my.csv})")
     sections = {name: _build_section(cls, name, d.get(name)) for name, cls in SECTIONS.items()}
@@ -404,7 +549,7 @@ def recipe_from_dict(
     resolved = _resolve_data_path(data.path, None if base_dir is None else Path(base_dir))
     if resolved != data.path:
         sections["data"] = dataclasses.replace(data, path=resolved)
-    recipe = Recipe(**sections)
+    recipe = Recipe(**sections, tune=_build_tune(d.get("tune")))
     _check_consistency(recipe)
     return recipe
 
@@ -446,8 +591,10 @@ def _schema_check_path(parts: list[str], key: str) -> None:
     """Reject unknown sections and keys at once, with a suggestion (deeper levels are free-form
     only inside mapping-valued keys such as optim.extra)."""
     section = parts[0]
+    if section == "tune":
+        return  # the tune section is checked as a whole by recipe_from_dict
     if section not in SECTIONS:
-        raise _unknown_key(section, section, list(SECTIONS))
+        raise _unknown_key(section, section, [*SECTIONS, "tune"])
     if len(parts) == 1:
         return
     names = {f.name: f for f in fields(SECTIONS[section])}
@@ -474,6 +621,9 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         if not sep or not key or any(not p for p in parts):
             raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.rho=0.01")
         _schema_check_path(parts, key)
+        if parts[0] == "tune" and len(parts) > 2:
+            # tune keys are themselves dotted: tune.optim.rho.high -> tune["optim.rho"]["high"]
+            parts = ["tune", ".".join(parts[1:3]), *parts[3:]]
         value = _parse_yaml(value_text, f"--set {key}")
         node = out
         for depth, part in enumerate(parts[:-1]):
@@ -513,8 +663,12 @@ def _section_to_dict(section: Any) -> dict:
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
-    """The fully resolved recipe as plain builtins: `recipe_from_dict(recipe_to_dict(r)) == r`."""
-    return {name: _section_to_dict(getattr(recipe, name)) for name in SECTIONS}
+    """The fully resolved recipe as plain builtins: `recipe_from_dict(recipe_to_dict(r)) == r`.
+    A `tune:` section is included only when the recipe has one."""
+    out = {name: _section_to_dict(getattr(recipe, name)) for name in SECTIONS}
+    if recipe.tune is not None:
+        out["tune"] = tune_to_dict(recipe.tune)
+    return out
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:

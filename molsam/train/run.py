@@ -48,6 +48,16 @@ def load_recipe_data(
     return store
 
 
+def check_task_labels(store: GraphStore, task: str) -> None:
+    """Refuse labels the task cannot train on (classification needs 0/1)."""
+    if task == "classification":
+        present = store.y[~np.isnan(store.y)]
+        if present.size and not np.isin(present, (0.0, 1.0)).all():
+            raise InputError(
+                f"{store.source}: data.task is classification but the labels are not all 0/1"
+            )
+
+
 def train_recipe(
     recipe: Recipe,
     out_dir: str | Path,
@@ -66,12 +76,7 @@ def train_recipe(
     recipe_dict = recipe_to_dict(recipe)
     store = load_recipe_data(recipe, on_featurize)
     task = recipe.data.task or store.task
-    if task == "classification":
-        present = store.y[~np.isnan(store.y)]
-        if present.size and not np.isin(present, (0.0, 1.0)).all():
-            raise InputError(
-                f"{store.source}: data.task is classification but the labels are not all 0/1"
-            )
+    check_task_labels(store, task)
     if resume:
         split = file_split(out / "splits.json", len(store))
     else:

@@ -1,0 +1,511 @@
+"""Hyper-parameter search over a recipe with Optuna (`molsam tune`).
+
+The search space is the recipe's `tune:` section (or DEFAULT_SPACE); each trial trains the recipe
+with one point of it on the recipe's split, once per seed in train.seeds, and scores it by the mean
+best-epoch validation metric (higher or lower is better as the metric says). The test part of the
+split is removed before training, so a search never reads a test label; `molsam train best.yaml`
+scores the winner on test afterwards.
+
+Optuna pieces (Akiba et al., "Optuna: A Next-generation Hyperparameter Optimization Framework",
+KDD 2019): the TPE sampler (Bergstra et al., NeurIPS 2011), seeded; a median pruner fed with every
+epoch's validation score, so a trial that is worse than the median of earlier ones at the same
+epoch stops early; and a study kept in Optuna storage (an SQLite file by default), so a second call
+continues the search and several processes can share it through one storage URL.
+
+Optuna is an optional extra (`pip install molsam[tune]`) and is imported only in this module, and
+only when a search runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from molsam.config import (
+    Recipe,
+    SearchChoices,
+    SearchRange,
+    recipe_from_dict,
+    recipe_to_dict,
+    save_recipe,
+    tune_to_dict,
+)
+from molsam.errors import ConfigError, MolsamError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+log = logging.getLogger("molsam")
+
+#: Searched when a recipe has no `tune:` section. rho spans the range where GraphSAM helps on
+#: MoleculeNet (docs/GRAPHSAM.md: too large a rho costs more than it gains); lr is the Noam peak.
+DEFAULT_SPACE: dict[str, Any] = {
+    "optim.rho": {"low": 0.005, "high": 0.2, "log": True},
+    "optim.lr": {"low": 1e-4, "high": 3e-3, "log": True},
+    "model.hidden": [64, 128, 256],
+    "model.layers": {"low": 2, "high": 6},
+    "model.dropout": {"low": 0.0, "high": 0.3},
+}
+
+#: Median pruning starts after this many completed trials and, within a trial, this many epochs
+#: (the Noam warm-up makes the first epochs say little about the last ones).
+PRUNER_STARTUP_TRIALS = 4
+PRUNER_WARMUP_EPOCHS = 5
+
+INSTALL_HINT = "molsam tune needs Optuna: pip install molsam[tune]"
+
+
+def import_optuna():
+    """Optuna, or a one-line MolsamError saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise MolsamError(INSTALL_HINT) from None
+    return optuna
+
+
+def search_space(recipe: Recipe) -> dict[str, SearchRange | SearchChoices]:
+    """The recipe's `tune:` section, or DEFAULT_SPACE (without optim.rho when the optimizer has
+    no rho, e.g. adam)."""
+    if recipe.tune is not None:
+        return dict(recipe.tune)
+    from molsam.optim import valid_keywords
+
+    default = {k: v for k, v in DEFAULT_SPACE.items()
+               if k != "optim.rho" or "rho" in valid_keywords(recipe.optim.name)}
+    base = recipe_to_dict(recipe)
+    return recipe_from_dict({**base, "tune": default}).tune  # validated like a written one
+
+
+def suggest(trial: "optuna.Trial", key: str, spec: SearchRange | SearchChoices) -> Any:
+    """One value for `key` from the trial (Optuna records it under the dotted key)."""
+    if isinstance(spec, SearchChoices):
+        return trial.suggest_categorical(key, list(spec.choices))
+    if spec.integer:
+        return trial.suggest_int(key, int(spec.low), int(spec.high),
+                                 step=int(spec.step or 1), log=spec.log)
+    return trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
+
+
+def apply_params(recipe_dict: dict, params: dict[str, Any]) -> dict:
+    """A copy of a recipe mapping with {dotted key: value} set (keys are section.key)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in recipe_dict.items()}
+    for key, value in params.items():
+        section, name = key.split(".", 1)
+        out[section] = {**(out.get(section) or {}), name: value}
+    return out
+
+
+def base_recipe_dict(recipe: Recipe) -> dict:
+    """The recipe a search starts from, without its `tune:` section (trials and best.yaml are
+    plain training recipes)."""
+    d = recipe_to_dict(recipe)
+    d.pop("tune", None)
+    return d
+
+
+# ------------------------------------------------------------------------------------- data
+@dataclass
+class _Prepared:
+    """Featurized molecules on the training device, the task, and the split without test."""
+
+    source: Any
+    split: Any
+    task: str
+    target_names: list[str]
+    device: Any
+
+
+class _DataCache:
+    """Featurizes once per distinct model.pe_steps (the only searchable key that changes the
+    store) and splits once; the split's test part is dropped here, before any training."""
+
+    def __init__(self, base: Recipe) -> None:
+        self.base = base
+        self.cache: dict[int, _Prepared] = {}
+        self.test_size = 0
+
+    def get(self, recipe: Recipe) -> _Prepared:
+        key = recipe.model.pe_steps
+        if key not in self.cache:
+            self.cache[key] = self._prepare(recipe)
+        return self.cache[key]
+
+    def _prepare(self, recipe: Recipe) -> _Prepared:
+        from molsam.data.pipeline import split_store
+        from molsam.data.splits import SplitIndices
+        from molsam.devices import resolve_device
+        from molsam.train.run import check_task_labels, load_recipe_data
+
+        store = load_recipe_data(recipe)
+        task = recipe.data.task or store.task
+        check_task_labels(store, task)
+        s = recipe.split
+        split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file)
+        if len(split.train) == 0:
+            raise ConfigError("split: the training part is empty (check split.sizes)")
+        if len(split.val) == 0:
+            raise ConfigError("split.sizes: a search needs a validation part (its score is the "
+                              "objective)")
+        self.test_size = len(split.test)
+        no_test = SplitIndices(split.train, split.val, np.empty(0, dtype=split.test.dtype))
+        device = resolve_device(recipe.train.device, key="train.device")
+        return _Prepared(store.batch_source(device), no_test, task, store.target_names, device)
+
+
+# ------------------------------------------------------------------------------------ objective
+class Objective:
+    """Optuna objective: train one point of the space for every seed; mean best validation score.
+
+    Pruning: after each epoch the trial reports its validation score at step
+    `seed_position * epochs + epoch` (the same step means the same seed and epoch in every trial,
+    since seeds and epochs are fixed during a search), and stops with optuna.TrialPruned when the
+    pruner says so. Checkpoints go to a temporary folder removed after the trial.
+    """
+
+    def __init__(
+        self,
+        base: Recipe,
+        space: dict[str, SearchRange | SearchChoices],
+        work_dir: Path,
+        on_epoch: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.base, self.space, self.work_dir = base, space, Path(work_dir)
+        self.base_dict = base_recipe_dict(base)
+        self.data = _DataCache(base)
+        self.on_epoch = on_epoch or (lambda info: None)
+        self.running: list[int] = []  # trial ids this process is training (for Ctrl-C clean-up)
+
+    def metric_and_task(self) -> tuple[str, str]:
+        """The objective's metric and the task (featurizes the base recipe's data)."""
+        from molsam.train.metrics import default_metric
+
+        prepared = self.data.get(self.base)
+        return self.base.train.metric or default_metric(prepared.task), prepared.task
+
+    def __call__(self, trial: "optuna.Trial") -> float:
+        optuna = import_optuna()
+        from molsam.devices import DEFAULT_CPU_THREADS, cpu_threads
+        from molsam.train.loop import ReplicateTrainer
+
+        params = {key: suggest(trial, key, spec) for key, spec in self.space.items()}
+        try:
+            recipe = recipe_from_dict(apply_params(self.base_dict, params), "trial")
+        except ConfigError as error:  # e.g. a sampled hidden that heads does not divide
+            trial.set_user_attr("error", str(error))
+            raise
+        recipe_dict = recipe_to_dict(recipe)
+        data = self.data.get(recipe)
+        epochs = recipe.train.epochs
+        scores: list[float] = []
+        self.running.append(trial._trial_id)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix=f".trial-{trial.number}-",
+                                             dir=self.work_dir) as tmp, \
+                    cpu_threads(data.device, recipe.train.threads or DEFAULT_CPU_THREADS):
+                for position, seed in enumerate(recipe.train.seeds):
+                    def report(info: dict, position: int = position) -> None:
+                        if not info.get("done_epoch"):
+                            return
+                        self.on_epoch({**info, "trial": trial.number})
+                        if info["val"] is None or not math.isfinite(info["val"]):
+                            return
+                        trial.report(info["val"], step=position * epochs + info["epoch"])
+                        if trial.should_prune():
+                            raise optuna.TrialPruned(
+                                f"val {info['metric']} {info['val']:.4f} at epoch "
+                                f"{info['epoch'] + 1} of seed {info['seed']}")
+
+                    trainer = ReplicateTrainer(
+                        recipe, recipe_dict, data.source, data.split, task=data.task,
+                        target_names=data.target_names, seed=seed,
+                        out_dir=Path(tmp) / f"seed_{seed}", device=data.device,
+                        on_progress=report,
+                    )
+                    result = trainer.fit()
+                    if result.best_val is None or not math.isfinite(result.best_val):
+                        raise ConfigError(
+                            f"split: the validation {trainer.metric} is undefined for seed {seed} "
+                            "(a single class in the validation part?)")
+                    scores.append(result.best_val)
+                    trial.set_user_attr(f"val_seed_{seed}", result.best_val)
+                    trial.set_user_attr(f"epochs_seed_{seed}", result.epochs_run)
+        finally:
+            self.running.remove(trial._trial_id)
+        return float(np.mean(scores))
+
+
+# ------------------------------------------------------------------------------------ study
+@dataclass
+class TuneResult:
+    """What a `tune` call leaves behind (paths are None when there was nothing to write)."""
+
+    study_name: str
+    storage: str
+    metric: str
+    direction: str
+    trials_run: int
+    best_value: float | None
+    best_params: dict
+    best_recipe: Path | None
+    files: dict[str, Path | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def default_storage(out_dir: str | Path) -> str:
+    """An SQLite file in the output folder."""
+    return f"sqlite:///{Path(out_dir).resolve() / 'study.db'}"
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def open_study(
+    storage: str,
+    study_name: str,
+    *,
+    direction: str,
+    fingerprint: dict,
+    seed: int,
+    prune: bool,
+) -> "optuna.Study":
+    """Create the study, or load it if it exists; a study started from another recipe or space
+    is refused (its trials would not compare), naming the first key that differs."""
+    optuna = import_optuna()
+    from optuna.exceptions import ExperimentalWarning
+
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                          n_warmup_steps=PRUNER_WARMUP_EPOCHS)
+              if prune else optuna.pruners.NopPruner())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        try:
+            study = optuna.create_study(storage=storage, study_name=study_name,
+                                        direction=direction, load_if_exists=True, pruner=pruner)
+        except (ImportError, ValueError) as error:  # bad URL, missing database driver
+            raise ConfigError(f"--storage {storage}: {' '.join(str(error).split())}") from None
+    # The sampler's seed moves with the trials already in the study, so a continued search does
+    # not replay the random start-up points of the first call.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    if study.direction.name.lower() != direction:
+        raise ConfigError(f"study {study_name!r} in {storage} maximizes/minimizes the other way "
+                          f"({study.direction.name.lower()}); use another --study-name or --out")
+    saved = study.user_attrs.get("molsam")
+    if saved is None:
+        study.set_user_attr("molsam", fingerprint)
+    elif saved != json.loads(json.dumps(fingerprint)):
+        old, new = _flat(saved), _flat(json.loads(json.dumps(fingerprint)))
+        differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise ConfigError(
+            f"study {study_name!r} in {storage} was started with another recipe or search space "
+            f"({differing[0]}: {old.get(differing[0])!r} there, {new.get(differing[0])!r} here); "
+            "use another --study-name or --out")
+    return study
+
+
+def tune_recipe(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    trials: int | None = 20,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str = "molsam",
+    seed: int = 0,
+    prune: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_trial: Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None] | None = None,
+) -> TuneResult:
+    """Run (or continue) a search and write its outputs into `out_dir`.
+
+    Args:
+        recipe: the base recipe; its `tune:` section (or DEFAULT_SPACE) is the search space.
+        trials / timeout: stop this call after this many trials / seconds (None: no limit).
+        storage: an Optuna storage URL (default: sqlite file `out_dir/study.db`).
+        study_name: the study inside the storage; a second call with the same name continues it.
+        seed: seeds the TPE sampler (give each process sharing a storage its own).
+        prune: median pruning on per-epoch validation scores.
+        on_epoch / on_trial: progress callbacks (an epoch of a trial; a finished trial).
+
+    Returns:
+        TuneResult. On KeyboardInterrupt the trial in progress is recorded as failed, the outputs
+        are written for the finished trials, and the KeyboardInterrupt propagates with the
+        TuneResult attached as its `tune_result` attribute.
+    """
+    optuna = import_optuna()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out)
+    space = search_space(recipe)
+    objective = Objective(recipe, space, out, on_epoch)
+    metric, _task = objective.metric_and_task()
+    from molsam.train.metrics import LOWER_IS_BETTER
+
+    direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+    fingerprint = {"recipe": objective.base_dict, "space": tune_to_dict(space), "metric": metric}
+    study = open_study(storage, study_name, direction=direction, fingerprint=fingerprint,
+                       seed=seed, prune=prune)
+    before = len(study.trials)
+    try:
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(ConfigError,),
+                       callbacks=[on_trial] if on_trial else [])
+    except KeyboardInterrupt as interrupt:
+        _fail_running(study, objective.running)
+        result = write_outputs(study, objective, out, metric, direction, storage,
+                               trials_run=len(study.trials) - before)
+        result.interrupted = True
+        interrupt.tune_result = result  # type: ignore[attr-defined]
+        raise
+    return write_outputs(study, objective, out, metric, direction, storage,
+                         trials_run=len(study.trials) - before)
+
+
+def _fail_running(study: "optuna.Study", trial_ids: list[int]) -> None:
+    """Mark trials this process left RUNNING as FAIL. Optuna does this itself when the interrupt
+    lands inside the objective; this covers one that lands in Optuna's own bookkeeping."""
+    from optuna.trial import TrialState
+
+    for trial_id in list(trial_ids):
+        if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+# ------------------------------------------------------------------------------------ outputs
+def write_outputs(
+    study: "optuna.Study",
+    objective: Objective,
+    out: Path,
+    metric: str,
+    direction: str,
+    storage: str,
+    *,
+    trials_run: int,
+) -> TuneResult:
+    """best.yaml, trials.csv, history.png and importance.png (when they can be drawn)."""
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    result = TuneResult(study.study_name, storage, metric, direction, trials_run,
+                        None, {}, None)
+    result.files["trials.csv"] = write_trials_csv(study, out / "trials.csv")
+    if complete:
+        best = study.best_trial
+        result.best_value, result.best_params = best.value, dict(best.params)
+        best_recipe = recipe_from_dict(apply_params(objective.base_dict, best.params), "best")
+        result.best_recipe = out / "best.yaml"
+        save_recipe(best_recipe, result.best_recipe)
+    else:
+        result.notes.append("no trial has completed yet: no best.yaml")
+    result.files["history.png"], note = plot_history(study, out / "history.png")
+    if note:
+        result.notes.append(note)
+    result.files["importance.png"], note = plot_importance(study, out / "importance.png")
+    if note:
+        result.notes.append(note)
+    return result
+
+
+def write_trials_csv(study: "optuna.Study", path: Path) -> Path:
+    """One row per trial: number, state, value, each parameter, timing, last reported epoch."""
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({name for t in trials for name in t.params})
+    columns = ["number", "state", "value", *names, "duration_s", "last_step", "error"]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for t in trials:
+            duration = t.duration.total_seconds() if t.duration is not None else None
+            writer.writerow({
+                "number": t.number, "state": t.state.name,
+                "value": "" if t.value is None else f"{t.value:.6g}",
+                **{name: t.params.get(name, "") for name in names},
+                "duration_s": "" if duration is None else f"{duration:.1f}",
+                "last_step": "" if t.last_step is None else t.last_step,
+                "error": t.user_attrs.get("error", ""),
+            })
+    tmp.replace(path)
+    return path
+
+
+def _save_axes(axes: Any, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+    figure.set_size_inches(8, 5)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_history(study: "optuna.Study", path: Path) -> tuple[Path | None, str | None]:
+    """Optuna's optimization-history plot (needs one completed trial)."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.trial import TrialState
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None, "no completed trial: no history.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return _save_axes(plot_optimization_history(study), path), None
+
+
+def plot_importance(study: "optuna.Study", path: Path) -> tuple[Path | None, str | None]:
+    """Optuna's parameter-importance plot (fANOVA). It needs two completed trials and a
+    parameter that took different values in them; otherwise a note says why it is missing."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.trial import TrialState
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return None, f"{len(complete)} completed trial(s): no importance.png (needs 2)"
+    varying = [name for name in complete[0].params
+               if len({json.dumps(t.params.get(name)) for t in complete}) > 1]
+    if not varying:
+        return None, "no parameter varied across the completed trials: no importance.png"
+    from optuna.importance import FanovaImportanceEvaluator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        # fANOVA fits a random forest: seeded, so the same study draws the same plot.
+        axes = plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+        return _save_axes(axes, path), None
+
+
+def best_trials(study: "optuna.Study", n: int = 5) -> list["optuna.trial.FrozenTrial"]:
+    """The n best completed trials, best first."""
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction.name == "MAXIMIZE"
+    return sorted(complete, key=lambda t: t.value, reverse=reverse)[:n]
+
+
+def load_study(storage: str, study_name: str = "molsam") -> "optuna.Study":
+    """An existing study (to inspect it, or in tests)."""
+    optuna = import_optuna()
+    return optuna.load_study(study_name=study_name, storage=storage)

@@ -1,0 +1,73 @@
+"""`molsam tune` through Typer's CliRunner: a tiny search, its table and files, `molsam train`
+on its best.yaml, bad tune sections, and the one-line error without Optuna."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from molsam.cli.main import app
+from tests.conftest import SHARED_DATA
+
+runner = CliRunner()
+
+
+def _recipe(tmp_path, tune: str = "{optim.rho: {low: 0.01, high: 0.1, log: true}}"):
+    lines = (SHARED_DATA / "esol.csv").read_text().splitlines()[:41]
+    (tmp_path / "esol.csv").write_text("\n".join(lines) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "data: {path: esol.csv}\n"
+        "split: {method: random, sizes: [0.6, 0.2, 0.2]}\n"
+        "model: {hidden: 8, layers: 1, heads: 2}\n"
+        "optim: {warmup_epochs: 1}\n"
+        "train: {epochs: 1, batch_size: 8, workers: 1}\n"
+        f"tune: {tune}\n"
+    )
+    return recipe
+
+
+def test_tune_prints_best_trials_and_best_yaml_trains_as_is(tmp_path):
+    pytest.importorskip("optuna")
+    out = tmp_path / "tune"
+    result = runner.invoke(app, ["tune", str(_recipe(tmp_path)), "--trials", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "trial 0 complete" in result.output and "trial 1 complete" in result.output
+    assert "best trials of study 'molsam' (minimize val rmse)" in result.output
+    assert "optim.rho" in result.output and "2 complete" in result.output
+    for name in ("best.yaml", "trials.csv", "history.png", "importance.png", "study.db"):
+        assert (out / name).is_file(), name
+    run = runner.invoke(app, ["train", str(out / "best.yaml"), "--out", str(tmp_path / "run")])
+    assert run.exit_code == 0, run.output
+    assert "test rmse:" in run.output
+
+
+@pytest.mark.parametrize(
+    ("tune", "expected"),
+    [
+        ("{optim.rhoo: [0.01]}", "error: tune.optim.rhoo: unknown key (did you mean 'optim.rho'?)"),
+        ("{split.seed: [0, 1]}", "error: tune.split.seed: cannot be searched"),
+        ("{model.dropout: {low: 0, high: 1.0}}",
+         "error: tune.model.dropout.high: expected a number in [0, 1), got 1.0"),
+        ("{optim.rho: {low: 0, high: 0.1, log: true}}",
+         "error: tune.optim.rho.low: a log range needs low > 0, got 0"),
+        ("{model.layers: {low: 4, high: 2}}", "error: tune.model.layers: low 4 is above high 2"),
+        ("{model.pooling: [mean, max]}",
+         "error: tune.model.pooling[1]: 'max' is not one of mean, sum, attention"),
+    ],
+)
+def test_bad_tune_sections_are_one_line_errors(tmp_path, tune, expected):
+    out = tmp_path / "tune"
+    result = runner.invoke(app, ["tune", str(_recipe(tmp_path, tune)), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().startswith(expected) and "\n" not in result.output.strip()
+    assert not out.exists()  # rejected before any work
+
+
+def test_without_optuna_tune_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    result = runner.invoke(app, ["tune", str(_recipe(tmp_path)), "--out", str(tmp_path / "t")])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: molsam tune needs Optuna: pip install molsam[tune]"
