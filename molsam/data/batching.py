@@ -8,6 +8,7 @@ from a host copy of the per-molecule counts, so building a batch on the GPU neve
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,54 @@ class GraphBatch:
     index: Tensor
     num_graphs: int
     max_atoms: int
+
+    @classmethod
+    def from_pyg(cls, data: Any, *, max_atoms: int | None = None) -> "GraphBatch":
+        """The same molecules as a torch-geometric `Batch` (or one `Data`) in molsam's layout.
+
+        `data` needs x (atom codes [N, F_atom]), edge_index [2, E], edge_attr (bond codes
+        [E, F_bond]) and, for a model with RWSE, rwse [N, K]; y [B, T] and mol_id [B] are used
+        when present (molsam.data.pyg writes all of them). Edges keep PyG's order (per molecule,
+        not the two global halves of a gathered batch); nothing downstream relies on the order.
+        PyG's own node layout is used as is: `batch` is node_graph and the slot of an atom is
+        its offset from `ptr` of its molecule (computed on the device, no host sync).
+
+        `max_atoms` (the dense attention width) is read from `ptr` when not given: free when
+        the batch is still on the host (PyG's DataLoader collates there), one host sync when
+        it is already on a GPU; pass it (or convert before `.to(device)`) to avoid that sync.
+        """
+        missing = [k for k in ("x", "edge_index", "edge_attr") if getattr(data, k, None) is None]
+        if missing:
+            raise ValueError(f"PyG batch lacks {', '.join(missing)} (molsam.data.pyg lists the "
+                             "attributes a molsam model reads)")
+        x = data.x
+        device = x.device
+        node_graph = getattr(data, "batch", None)
+        if node_graph is None:  # a single Data: one molecule
+            node_graph = torch.zeros(x.shape[0], dtype=torch.long, device=device)
+            ptr = torch.tensor([0, x.shape[0]], device=device)
+            num_graphs = 1
+        else:
+            ptr = data.ptr
+            num_graphs = int(data.num_graphs)
+        node_slot = torch.arange(x.shape[0], device=device) - ptr[node_graph]
+        if max_atoms is None:
+            max_atoms = int((ptr[1:] - ptr[:-1]).max()) if num_graphs else 0
+        rwse = getattr(data, "rwse", None)
+        if rwse is None:
+            rwse = torch.zeros(x.shape[0], 0, device=device)
+        mol_id = getattr(data, "mol_id", None)
+        if isinstance(mol_id, int) and num_graphs == 1:  # one Data from to_pyg_data_list
+            mol_id = torch.tensor([mol_id], device=device)
+        elif not isinstance(mol_id, Tensor):
+            mol_id = torch.arange(num_graphs, device=device)
+        y = getattr(data, "y", None)
+        return cls(
+            atom_codes=x, rwse=rwse, edge_index=data.edge_index, bond_codes=data.edge_attr,
+            node_graph=node_graph, node_slot=node_slot,
+            y=None if y is None else y.reshape(num_graphs, -1), index=mol_id.reshape(-1),
+            num_graphs=num_graphs, max_atoms=max_atoms,
+        )
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> "GraphBatch":
         moved = {}

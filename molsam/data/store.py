@@ -197,6 +197,26 @@ class GraphStore:
             bond_counts_host=self.bond_counts.astype(np.int64),
         )
 
+    # ------------------------------------------------------------------------- torch-geometric
+    def to_pyg(self) -> list:
+        """Every molecule as a `torch_geometric.data.Data` (layout: molsam.data.pyg)."""
+        from molsam.data.pyg import to_pyg_data_list
+
+        return to_pyg_data_list(self)
+
+    def to_pyg_dataset(self):
+        """The store as a torch-geometric `InMemoryDataset`, ready for PyG's DataLoader."""
+        from molsam.data.pyg import to_pyg_dataset
+
+        return to_pyg_dataset(self)
+
+    @classmethod
+    def from_pyg(cls, molecules, **kwargs) -> "GraphStore":
+        """The store back from `to_pyg()` / `to_pyg_dataset()` (molsam.data.pyg.store_from_pyg)."""
+        from molsam.data.pyg import store_from_pyg
+
+        return store_from_pyg(molecules, **kwargs)
+
     # ------------------------------------------------------------------------------------ disk
     def write_invalid_rows(self, path: str | Path) -> Path:
         """invalid_rows.csv: row (0-based data row), line (in the source file), smiles, reason."""

@@ -14,9 +14,19 @@ Choices that differ from the paper's reference code, and why:
   `batch.node_graph`, `batch.node_slot` and the host int `batch.max_atoms` with index_copy, never
   with `to_dense_batch` (which calls `.item()` without `max_num_nodes`), boolean-mask indexing,
   `.nonzero()` or `.tolist()`. That keeps a train step capturable as one CUDA graph per shape.
+- torch-geometric (Fey & Lenssen, ICLR-W 2019) ops are equivalent but not used, because none
+  made a step faster (benchmarks/pyg_ops.py, CPU, BBBP batch 32, hidden 64 x 3, same run:
+  GINEConv 1.00-1.05x molsam's step time, `scatter` readout 0.99-1.10x, `to_dense_batch` with
+  max_num_nodes and batch_size 1.12-1.18x: it recounts atoms and rebuilds the index in every
+  layer, where molsam builds the layout once per forward) and importing torch_geometric costs
+  about as much as importing torch, at every CLI start. tests/unit/test_pyg.py asserts each
+  equivalence (1e-6), so a swap stays a one-line change. PyG's `Batch` is accepted as input
+  (GraphBatch.from_pyg), and a GraphStore exports to PyG (molsam.data.pyg).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +91,8 @@ class GINELayer(nn.Module):
 
         h_i = MLP(x_i + sum_{j -> i} ReLU(x_j + e_ji))
 
-    Written with index_add_ (no host sync; PyG's GINEConv is equivalent). Shapes: x [N, H],
+    Written with index_add_ (no host sync). PyG's `GINEConv(mlp, eps=0)` is the same function
+    (tested), but not faster here and not used (module docstring). Shapes: x [N, H],
     edge_index int64 [2, E] (row 0 source, row 1 target), edge_attr [E, H] -> [N, H].
     """
 
@@ -219,7 +230,7 @@ class GPSModel(nn.Module):
             "Gated Graph Sequence Neural Networks", ICLR 2016).
         attn_dropout: dropout on attention weights.
 
-    forward(batch: GraphBatch) -> float [B, T].
+    forward(batch: GraphBatch or a torch-geometric Batch) -> float [B, T].
     """
 
     def __init__(
@@ -312,11 +323,23 @@ class GPSModel(nn.Module):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
-    def embed(self, batch: GraphBatch, layout: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def _as_graph_batch(self, batch: GraphBatch | Any) -> GraphBatch:
+        """molsam's batch as is; a torch-geometric Batch/Data converted (GraphBatch.from_pyg)."""
+        if isinstance(batch, GraphBatch):
+            return batch
+        batch = GraphBatch.from_pyg(batch)
+        if self.pe_projection is not None and batch.rwse.shape[-1] != self.pe_steps:
+            raise ValueError(f"PyG batch: rwse has {batch.rwse.shape[-1]} columns, this model "
+                             f"reads {self.pe_steps} (pe_steps)")
+        return batch
+
+    def embed(self, batch: GraphBatch | Any, layout: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Atom representations after the last GPS layer: [N, H].
 
+        `batch`: a GraphBatch or a torch-geometric Batch (molsam.data.pyg layout).
         `layout` is dense_index(batch), computed here when not given.
         """
+        batch = self._as_graph_batch(batch)
         flat, valid = dense_index(batch) if layout is None else layout
         x = self.atom_embedding(batch.atom_codes)
         if self.pe_projection is not None:
@@ -346,8 +369,14 @@ class GPSModel(nn.Module):
             pooled = pooled / counts.clamp(min=1).unsqueeze(1)
         return pooled
 
-    def forward(self, batch: GraphBatch) -> Tensor:
-        """batch with B molecules -> float [B, num_tasks]."""
+    def forward(self, batch: GraphBatch | Any) -> Tensor:
+        """batch with B molecules -> float [B, num_tasks].
+
+        `batch`: molsam's GraphBatch, or a torch-geometric `Batch` of molecules in molsam's
+        layout (`GraphStore.to_pyg_dataset` + PyG's DataLoader): same outputs for the same
+        molecules.
+        """
+        batch = self._as_graph_batch(batch)
         layout = dense_index(batch)  # shared by every layer and the attention readout
         return self.head(self.readout(self.embed(batch, layout), batch, layout))
 
