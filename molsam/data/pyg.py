@@ -6,7 +6,7 @@ as importing torch itself, and nothing on molsam's training or prediction path n
 
 One molecule as a `torch_geometric.data.Data` (G molecules, n atoms, m bonds, T tasks, K steps):
 
-    x:          uint8 [n, F_atom] atom category codes (molsam.chem.features.ATOM_FEATURES)
+    x:          uint8 [n, F_atom] atom category codes (molsam.chem.spec)
     edge_index: int64 [2, 2m] local atom indices; edge j and j + m are the same bond (j < m),
                 the second half reversed, as in molsam's own batches
     edge_attr:  uint8 [2m, F_bond] bond category codes, the same for both directions
@@ -190,7 +190,7 @@ def store_from_pyg(
     if spec is None:
         spec = getattr(molecules, "spec", None)
     if spec is None:
-        from molsam.chem.features import featurizer_spec
+        from molsam.chem.spec import featurizer_spec
 
         spec = featurizer_spec(rwse.shape[1])
     if target_names is None:
