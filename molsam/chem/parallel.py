@@ -18,6 +18,7 @@ from rdkit import rdBase
 from threadpoolctl import threadpool_limits
 
 from molsam.chem.features import mols_to_arrays, parse_smiles
+from molsam.chem.scaffolds import scaffold_of
 
 CHUNK_SIZE = 256
 
@@ -32,6 +33,8 @@ class FeaturizedArrays:
     bond_atoms:  int64 [M, 2] atom indices local to each molecule
     bond_codes:  uint8 [M, F_bond]
     invalid:     [(position, reason)] for SMILES RDKit rejects
+    scaffolds:   [G] Bemis-Murcko scaffold SMILES of each valid molecule, computed by the worker
+                 from the molecule it already parsed; None when not asked for (predict)
     """
 
     valid: np.ndarray
@@ -42,11 +45,14 @@ class FeaturizedArrays:
     bond_atoms: np.ndarray
     bond_codes: np.ndarray
     invalid: list[tuple[int, str]]
+    scaffolds: list[str] | None = None
 
     @classmethod
-    def concatenate(cls, parts: Sequence["FeaturizedArrays"], rwse_steps: int) -> "FeaturizedArrays":
+    def concatenate(
+        cls, parts: Sequence["FeaturizedArrays"], rwse_steps: int, scaffolds: bool = False
+    ) -> "FeaturizedArrays":
         if not parts:
-            parts = [featurize_chunk(0, [], rwse_steps)]
+            parts = [featurize_chunk(0, [], rwse_steps, scaffolds)]
         return cls(
             valid=np.concatenate([p.valid for p in parts]),
             atom_counts=np.concatenate([p.atom_counts for p in parts]),
@@ -56,11 +62,15 @@ class FeaturizedArrays:
             bond_atoms=np.concatenate([p.bond_atoms for p in parts]),
             bond_codes=np.concatenate([p.bond_codes for p in parts]),
             invalid=[item for p in parts for item in p.invalid],
+            scaffolds=[s for p in parts for s in p.scaffolds] if scaffolds else None,
         )
 
 
-def featurize_chunk(offset: int, smiles: Sequence[str], rwse_steps: int) -> FeaturizedArrays:
-    """Featurize `smiles`, whose first element is at position `offset` of the whole input."""
+def featurize_chunk(
+    offset: int, smiles: Sequence[str], rwse_steps: int, scaffolds: bool = False
+) -> FeaturizedArrays:
+    """Featurize `smiles`, whose first element is at position `offset` of the whole input;
+    with `scaffolds`, also each valid molecule's Murcko scaffold (for scaffold splits)."""
     valid, mols, invalid = [], [], []
     # BlockLogs is scoped: RDKit's own error lines are replaced by our invalid-row report,
     # without silencing RDKit for the rest of the process.
@@ -85,10 +95,11 @@ def featurize_chunk(offset: int, smiles: Sequence[str], rwse_steps: int) -> Feat
         bond_atoms=arrays.bond_atoms,
         bond_codes=arrays.bond_codes,
         invalid=invalid,
+        scaffolds=[scaffold_of(mol) for mol in mols] if scaffolds else None,
     )
 
 
-def _featurize_job(job: tuple[int, Sequence[str], int]) -> FeaturizedArrays:
+def _featurize_job(job: tuple[int, Sequence[str], int, bool]) -> FeaturizedArrays:
     return featurize_chunk(*job)
 
 
@@ -119,9 +130,9 @@ def _one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-def _jobs(smiles: Sequence[str], rwse_steps: int, chunk_size: int) -> list:
+def _jobs(smiles: Sequence[str], rwse_steps: int, chunk_size: int, scaffolds: bool) -> list:
     return [
-        (start, list(smiles[start : start + chunk_size]), rwse_steps)
+        (start, list(smiles[start : start + chunk_size]), rwse_steps, scaffolds)
         for start in range(0, len(smiles), chunk_size)
     ]
 
@@ -137,7 +148,7 @@ def submit_many(
 
     Lets a caller run the model on one block while the workers featurize the next.
     """
-    result = pool.map_async(_featurize_job, _jobs(smiles, rwse_steps, chunk_size))
+    result = pool.map_async(_featurize_job, _jobs(smiles, rwse_steps, chunk_size, False))
     return lambda: FeaturizedArrays.concatenate(result.get(), rwse_steps)
 
 
@@ -148,16 +159,18 @@ def featurize_many(
     on_progress: Callable[[int], None] | None = None,
     chunk_size: int = CHUNK_SIZE,
     pool: multiprocessing.pool.Pool | None = None,
+    scaffolds: bool = False,
 ) -> FeaturizedArrays:
     """Featurize every SMILES, in input order, with `workers` processes (default: all cores).
 
     `on_progress(n)` is called in the parent with the number of SMILES each finished chunk held.
     `pool` (from start_pool) is used instead of a new pool per call, e.g. when streaming blocks.
+    `scaffolds`: the workers also compute each valid molecule's Murcko scaffold.
     """
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    jobs = _jobs(smiles, rwse_steps, chunk_size)
+    jobs = _jobs(smiles, rwse_steps, chunk_size, scaffolds)
 
     def collect(results: Iterable[FeaturizedArrays]) -> FeaturizedArrays:
         parts = []
@@ -165,7 +178,7 @@ def featurize_many(
             parts.append(part)
             if on_progress:
                 on_progress(len(job[1]))
-        return FeaturizedArrays.concatenate(parts, rwse_steps)
+        return FeaturizedArrays.concatenate(parts, rwse_steps, scaffolds)
 
     if pool is not None:
         return collect(pool.imap(_featurize_job, jobs))

@@ -169,5 +169,6 @@ def split_store(
         cells = read_column(Path(store.source), column)
         column_values = [cells[row] for row in store.rows]
     return make_split(
-        method, store.smiles, sizes, seed, column_values=column_values, split_file=split_file
+        method, store.smiles, sizes, seed, column_values=column_values, split_file=split_file,
+        scaffold_ids=store.scaffold_ids,
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from molsam.data.splits import SplitIndices
+from molsam.data.splits import SplitIndices, scaffold_ids
 from molsam.data.store import GraphStore
 from molsam.jsonio import write_json_atomic
 
@@ -18,9 +18,11 @@ def split_statistics(store: GraphStore, split: SplitIndices) -> tuple[dict, list
     a warning for every classification task with a single class (or no labels) in val or test,
     where ROC-AUC is undefined.
     """
-    from molsam.chem.scaffolds import murcko_scaffold  # RDKit: only when statistics are made
+    scaffolds = store.scaffold_ids
+    if scaffolds is None:  # a store built without scaffolds: compute them here, once
+        from molsam.chem.scaffolds import murcko_scaffold  # RDKit: only for such a store
 
-    scaffolds = [murcko_scaffold(s) for s in store.smiles]
+        scaffolds, _ = scaffold_ids([murcko_scaffold(s) for s in store.smiles])
     classification = store.task == "classification"
     stats: dict = {}
     warnings: list[str] = []
@@ -44,7 +46,7 @@ def split_statistics(store: GraphStore, split: SplitIndices) -> tuple[dict, list
             tasks[name] = entry
         stats[part] = {
             "size": int(len(index)),
-            "scaffolds": len({scaffolds[i] for i in index}),
+            "scaffolds": int(np.unique(scaffolds[index]).size),
             "tasks": tasks,
         }
     return stats, warnings

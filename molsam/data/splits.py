@@ -11,7 +11,9 @@ Three scaffold variants exist in the literature and papers confuse them; molsam 
   else test.
 - `scaffold_random`: seeded permutation of the scaffold sets, filled the same way.
 
-No scaffold is ever shared between two parts for any of the three.
+No scaffold is ever shared between two parts for any of the three. Scaffolds come as integer ids
+(`GraphStore.scaffold_ids`, computed once by the featurization workers) or, for a plain list of
+SMILES, are computed here.
 """
 
 from __future__ import annotations
@@ -42,6 +44,32 @@ class SplitIndices:
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
+def scaffold_ids(scaffolds: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Integer scaffold ids: (int32 [N] id of each molecule, table [S] of scaffold SMILES).
+
+    Ids are numbered in order of each scaffold's first molecule (the order in which scaffold sets
+    are first met).
+    """
+    table: dict[str, int] = {}
+    ids = np.fromiter(
+        (table.setdefault(s, len(table)) for s in scaffolds), dtype=np.int32, count=len(scaffolds)
+    )
+    return ids, list(table)
+
+
+def groups_of(ids: np.ndarray) -> list[np.ndarray]:
+    """Molecule indices grouped by id: each group in input order, groups in order of their first
+    member (as `molsam.chem.scaffolds.scaffold_sets`). int64 arrays."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return []
+    order = np.argsort(ids, kind="stable")
+    cuts = np.flatnonzero(np.diff(ids[order])) + 1
+    groups = np.split(order, cuts)
+    firsts = order[np.concatenate([[0], cuts])]  # each group's first member (stable sort)
+    return [groups[g] for g in np.argsort(firsts, kind="stable")]
+
+
 def check_sizes(sizes: Sequence[float]) -> tuple[float, float, float]:
     if len(sizes) != 3 or any(s < 0 for s in sizes) or abs(sum(sizes) - 1.0) > 1e-6:
         raise ConfigError(
@@ -54,6 +82,19 @@ def _as_split(train: list[int], val: list[int], test: list[int]) -> SplitIndices
     return SplitIndices(*(np.array(sorted(p), dtype=np.int64) for p in (train, val, test)))
 
 
+ScaffoldSets = Sequence[Sequence[int]]  # molecule indices per scaffold (lists or int arrays)
+
+
+def _assign(sets: ScaffoldSets, parts: Sequence[int]) -> SplitIndices:
+    """Indices of the sets that go to part 0 (train), 1 (val), 2 (test), each sorted."""
+    chosen: list[list] = [[], [], []]
+    for group, part in zip(sets, parts):
+        chosen[part].append(np.asarray(group, dtype=np.int64))
+    return SplitIndices(*(
+        np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in chosen
+    ))
+
+
 def random_split(n: int, sizes: Sequence[float] = DEFAULT_SIZES, seed: int = 0) -> SplitIndices:
     """Seeded permutation of the molecules, cut at the sizes."""
     sizes = check_sizes(sizes)
@@ -63,41 +104,47 @@ def random_split(n: int, sizes: Sequence[float] = DEFAULT_SIZES, seed: int = 0) 
     return _as_split(order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
 
 
-def scaffold_split(sets: list[list[int]], sizes: Sequence[float] = DEFAULT_SIZES) -> SplitIndices:
+def scaffold_split(sets: ScaffoldSets, sizes: Sequence[float] = DEFAULT_SIZES) -> SplitIndices:
     """DeepChem's deterministic scaffold split over scaffold sets (see module docstring)."""
     sizes = check_sizes(sizes)
     n = sum(len(s) for s in sets)
     train_cutoff = sizes[0] * n
     val_cutoff = (sizes[0] + sizes[1]) * n
-    ordered = sorted(sets, key=lambda s: (len(s), s[0]), reverse=True)
-    train, val, test = [], [], []
+    ordered = sorted(sets, key=lambda s: (len(s), int(s[0])), reverse=True)
+    parts, n_train, n_val = [], 0, 0
     for group in ordered:
-        if len(train) + len(group) > train_cutoff:
-            if len(train) + len(val) + len(group) > val_cutoff:
-                test += group
+        size = len(group)
+        if n_train + size > train_cutoff:
+            if n_train + n_val + size > val_cutoff:
+                parts.append(2)
             else:
-                val += group
+                parts.append(1)
+                n_val += size
         else:
-            train += group
-    return _as_split(train, val, test)
+            parts.append(0)
+            n_train += size
+    return _assign(ordered, parts)
 
 
-def _fill(ordered: list[list[int]], n: int, sizes: tuple[float, float, float]) -> SplitIndices:
+def _fill(ordered: ScaffoldSets, n: int, sizes: tuple[float, float, float]) -> SplitIndices:
     """chemprop's rule: train if the set fits, else val if it fits, else test."""
     train_size, val_size = sizes[0] * n, sizes[1] * n
-    train, val, test = [], [], []
+    parts, n_train, n_val = [], 0, 0
     for group in ordered:
-        if len(train) + len(group) <= train_size:
-            train += group
-        elif len(val) + len(group) <= val_size:
-            val += group
+        size = len(group)
+        if n_train + size <= train_size:
+            parts.append(0)
+            n_train += size
+        elif n_val + size <= val_size:
+            parts.append(1)
+            n_val += size
         else:
-            test += group
-    return _as_split(train, val, test)
+            parts.append(2)
+    return _assign(ordered, parts)
 
 
 def scaffold_balanced_split(
-    sets: list[list[int]], sizes: Sequence[float] = DEFAULT_SIZES, seed: int = 0
+    sets: ScaffoldSets, sizes: Sequence[float] = DEFAULT_SIZES, seed: int = 0
 ) -> SplitIndices:
     """chemprop v1's balanced scaffold split (see module docstring)."""
     sizes = check_sizes(sizes)
@@ -113,7 +160,7 @@ def scaffold_balanced_split(
 
 
 def scaffold_random_split(
-    sets: list[list[int]], sizes: Sequence[float] = DEFAULT_SIZES, seed: int = 0
+    sets: ScaffoldSets, sizes: Sequence[float] = DEFAULT_SIZES, seed: int = 0
 ) -> SplitIndices:
     """Seeded permutation of the scaffold sets, then chemprop's fill rule."""
     sizes = check_sizes(sizes)
@@ -180,20 +227,29 @@ def make_split(
     *,
     column_values: Sequence[str] | None = None,
     split_file: str | Path | None = None,
+    scaffold_ids: np.ndarray | None = None,
 ) -> SplitIndices:
-    """Dispatch by method name (see METHODS); errors list the valid methods."""
+    """Dispatch by method name (see METHODS); errors list the valid methods.
+
+    `scaffold_ids` (int [len(smiles)], e.g. a store's): the scaffold of each molecule, so the
+    scaffold methods need not compute scaffolds from `smiles` again.
+    """
+    if method in ("scaffold", "scaffold_balanced", "scaffold_random"):
+        if scaffold_ids is None:
+            # RDKit: imported only when scaffolds must be computed here, so SplitIndices and the
+            # other splits (what training from a store needs) import without it.
+            from molsam.chem.scaffolds import scaffold_sets
+
+            sets = scaffold_sets(smiles)
+        else:
+            sets = groups_of(scaffold_ids)
+        if method == "scaffold":
+            return scaffold_split(sets, sizes)
+        if method == "scaffold_balanced":
+            return scaffold_balanced_split(sets, sizes, seed)
+        return scaffold_random_split(sets, sizes, seed)
     if method == "random":
         return random_split(len(smiles), sizes, seed)
-    # Scaffolds need RDKit: imported only for the methods that use them, so SplitIndices and the
-    # other splits (what training from a store needs) import without it.
-    from molsam.chem.scaffolds import scaffold_sets
-
-    if method == "scaffold":
-        return scaffold_split(scaffold_sets(smiles), sizes)
-    if method == "scaffold_balanced":
-        return scaffold_balanced_split(scaffold_sets(smiles), sizes, seed)
-    if method == "scaffold_random":
-        return scaffold_random_split(scaffold_sets(smiles), sizes, seed)
     if method == "column":
         if column_values is None:
             raise ConfigError("split method 'column' needs a split column (--split-column)")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from molsam.chem.spec import featurizer_spec
+from molsam.data.splits import scaffold_ids as scaffold_table
 from molsam.data.batching import BatchSource
 from molsam.data.table import MolTable
 from molsam.errors import InputError
@@ -31,7 +32,8 @@ if TYPE_CHECKING:  # featurization needs RDKit; loading and batching a store mus
     from molsam.chem.parallel import FeaturizedArrays
 
 STORE_FORMAT = "molsam-graphstore"
-STORE_FORMAT_VERSION = 1
+#: 2: scaffold ids and table; RWSE rows deduplicated on disk (a table of distinct rows + an index).
+STORE_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class GraphStore:
     y:           float32 [G, T], NaN for a missing label
     smiles:      [G] SMILES as read (stripped); rows: int32 [G] 0-based data row in the source
     ids:         [G] values of the ID column, or None
+    scaffold_ids: int32 [G] Bemis-Murcko scaffold of each molecule, numbered in order of first
+                 appearance, as index into `scaffolds` [S] (scaffold SMILES, "" for acyclic);
+                 None for a store built without scaffolds (predict's batches)
     """
 
     atom_counts: np.ndarray
@@ -74,6 +79,8 @@ class GraphStore:
     source: str = ""
     source_hash: str = ""
     invalid: list[InvalidRow] = field(default_factory=list)
+    scaffold_ids: np.ndarray | None = None
+    scaffolds: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -107,10 +114,13 @@ class GraphStore:
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> "GraphStore":
-        """Featurize SMILES (in parallel); invalid ones are left out and listed in `.invalid`."""
+        """Featurize SMILES (in parallel); invalid ones are left out and listed in `.invalid`.
+        The workers also compute each molecule's scaffold (`.scaffold_ids`, `.scaffolds`)."""
         from molsam.chem.parallel import featurize_many  # RDKit: only when featurizing
 
-        arrays = featurize_many(smiles, rwse_steps, workers=workers, on_progress=on_progress)
+        arrays = featurize_many(
+            smiles, rwse_steps, workers=workers, on_progress=on_progress, scaffolds=True
+        )
         return cls.from_arrays(
             arrays, smiles, targets, target_names=target_names, ids=ids, lines=lines,
             task=task, rwse_steps=rwse_steps,
@@ -136,6 +146,9 @@ class GraphStore:
             targets = np.zeros((len(smiles), 0), dtype=np.float32)
         lines = np.arange(len(smiles)) + 2 if lines is None else lines
         big = len(arrays.atom_counts) and arrays.atom_counts.max() > 256
+        scaffold_ids, scaffolds = (None, None)
+        if arrays.scaffolds is not None:
+            scaffold_ids, scaffolds = scaffold_table(arrays.scaffolds)
         return cls(
             atom_counts=arrays.atom_counts.astype(np.int32),
             bond_counts=arrays.bond_counts.astype(np.int32),
@@ -151,6 +164,8 @@ class GraphStore:
             spec=featurizer_spec(rwse_steps),
             ids=None if ids is None else [ids[i] for i in keep],
             invalid=[InvalidRow(i, int(lines[i]), smiles[i], why) for i, why in arrays.invalid],
+            scaffold_ids=scaffold_ids,
+            scaffolds=scaffolds,
         )
 
     @classmethod
@@ -229,15 +244,22 @@ class GraphStore:
         return path
 
     def to_dict(self) -> dict:
-        """Plain tensors and builtins only, so `torch.load(weights_only=True)` can read it."""
+        """Plain tensors and builtins only, so `torch.load(weights_only=True)` can read it.
+
+        RWSE rows are written once each (`rwse_table`) with an index per atom: symmetric atoms
+        and common substructures repeat them (on drug-like sets ~3 of 4 rows are repeats), and
+        they are most of a store's bytes (32 of ~45 per atom).
+        """
         tensor = torch.from_numpy
+        rwse_table, rwse_index = distinct_rows(self.rwse)
         return {
             "format": STORE_FORMAT,
             "format_version": STORE_FORMAT_VERSION,
             "atom_counts": tensor(self.atom_counts),
             "bond_counts": tensor(self.bond_counts),
             "atom_codes": tensor(self.atom_codes),
-            "rwse": tensor(self.rwse),
+            "rwse_table": tensor(rwse_table),
+            "rwse_index": tensor(rwse_index),
             "bond_atoms": tensor(self.bond_atoms),
             "bond_codes": tensor(self.bond_codes),
             "y": tensor(self.y),
@@ -250,6 +272,8 @@ class GraphStore:
             "source": self.source,
             "source_hash": self.source_hash,
             "invalid": [[r.row, r.line, r.smiles, r.reason] for r in self.invalid],
+            "scaffold_ids": None if self.scaffold_ids is None else tensor(self.scaffold_ids),
+            "scaffolds": None if self.scaffolds is None else list(self.scaffolds),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -283,8 +307,12 @@ class GraphStore:
                 f"(supports {STORE_FORMAT_VERSION}); featurize again"
             )
         arrays = {k: data[k].numpy() for k in _ARRAY_FIELDS}
+        scaffold_ids = data["scaffold_ids"]
         return cls(
             **arrays,
+            rwse=data["rwse_table"].numpy()[data["rwse_index"].numpy()],
+            scaffold_ids=None if scaffold_ids is None else scaffold_ids.numpy(),
+            scaffolds=data["scaffolds"],
             smiles=data["smiles"],
             target_names=data["target_names"],
             task=data["task"],
@@ -300,9 +328,38 @@ _ARRAY_FIELDS = (
     "atom_counts",
     "bond_counts",
     "atom_codes",
-    "rwse",
     "bond_atoms",
     "bond_codes",
     "y",
     "rows",
 )
+
+
+def distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(table [U, K], index int32 [N]) with table[index] == values bit for bit.
+
+    Rows are grouped by a 64-bit hash of their bytes (one integer sort, ~4x faster than
+    np.unique over rows); the result is checked exactly and, should two distinct rows ever share
+    a hash, recomputed with np.unique over the raw bytes.
+    """
+    values = np.ascontiguousarray(values)
+    if len(values) == 0:
+        return values, np.zeros(0, dtype=np.int32)
+    raw = values.view(np.uint8).reshape(len(values), -1)
+    words = np.zeros((len(values), -(-raw.shape[1] // 8) * 8), dtype=np.uint8)
+    words[:, : raw.shape[1]] = raw
+    words = words.view(np.uint64)
+    digest = np.zeros(len(values), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in range(words.shape[1]):  # a multiply-xor hash, word by word
+            digest = (digest ^ words[:, column]) * np.uint64(0x9E3779B97F4A7C15)
+            digest ^= digest >> np.uint64(29)
+    _, first, index = np.unique(digest, return_index=True, return_inverse=True)
+    table = values[first]
+    if not np.array_equal(table[index].view(np.uint8), values.view(np.uint8)):
+        _, first, index = np.unique(
+            raw.view(np.dtype((np.void, raw.shape[1]))).ravel(),
+            return_index=True, return_inverse=True,
+        )
+        table = values[first]
+    return table, index.astype(np.int32).ravel()
