@@ -24,6 +24,7 @@ import torch
 
 from molsam.data.datasets import is_dataset_name
 from molsam.data.pipeline import DataSpec, load_store
+from molsam.data.split_stats import saved_split_indices
 from molsam.data.store import GraphStore
 from molsam.data.table import iter_table
 from molsam.errors import CheckpointError, ConfigError, InputError
@@ -98,34 +99,6 @@ def _recipe_spec(ensemble: Ensemble) -> DataSpec:
     )
 
 
-def _split_indices(splits_path: Path, split: str, store: GraphStore) -> np.ndarray:
-    try:
-        saved = json.loads(splits_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{splits_path}: not a readable splits file ({exc})") from None
-    if split == "all":
-        return np.arange(len(store))
-    part = saved.get(split) if isinstance(saved, dict) else None
-    if not isinstance(part, dict) or "indices" not in part:
-        raise InputError(f"{splits_path}: no {split!r} part with indices")
-    indices = np.asarray(part["indices"], dtype=np.int64)
-    if len(indices) and (indices.min() < 0 or indices.max() >= len(store)):
-        raise InputError(
-            f"{splits_path}: {split} indices reach {int(indices.max())} but {store.source} has "
-            f"{len(store)} valid molecules; the data changed since training"
-        )
-    # The saved SMILES guard against a data file edited since training (same size, other rows).
-    saved_smiles = part.get("smiles")
-    if saved_smiles is not None:
-        for i, smiles in zip(indices, saved_smiles):
-            if store.smiles[i] != smiles:
-                raise InputError(
-                    f"{splits_path}: {split} molecule {int(i)} was {smiles!r} at training but "
-                    f"{store.source} now has {store.smiles[i]!r}; the data changed since training"
-                )
-    return indices
-
-
 def _labels(store: GraphStore, target_names: Sequence[str]) -> np.ndarray:
     """[G, T] labels in the checkpoint's target order."""
     missing = [t for t in target_names if t not in store.target_names]
@@ -192,7 +165,7 @@ def evaluate(
                 "pass --data to score a file"
             )
         store = load_store(_recipe_spec(ensemble), rwse_steps=ensemble.rwse_steps, workers=workers)
-        indices = _split_indices(splits_path, split, store)
+        indices = saved_split_indices(splits_path, split, store)
         source_name = f"{store.source} ({split} split of {splits_path})"
     else:
         if split not in (None, "all"):

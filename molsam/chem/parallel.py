@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.pool
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -121,12 +123,36 @@ def start_pool(workers: int) -> multiprocessing.pool.Pool:
         raise ValueError(f"workers must be >= 1, got {workers}")
     # fork starts in milliseconds; workers run RDKit and numpy only (no torch, no OpenMP).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers, initializer=_one_blas_thread)
+    context = multiprocessing.get_context(method)
+    if threading.current_thread() is not threading.main_thread():
+        return context.Pool(workers, initializer=_init_worker)  # signal handlers: main only
+    # Ctrl-C while the pool forks must neither vanish nor kill a half-started worker. Python
+    # runs a SIGINT handler at its next check in the main thread, and during a fork that is
+    # inside an at-fork hook (logging's lock release), where KeyboardInterrupt is printed as
+    # "Exception ignored" and dropped. So, while the pool starts, SIGINT is only recorded (the
+    # forked workers inherit that harmless handler until their initializer ignores SIGINT), and
+    # the interrupt is delivered to the previous handler once the pool exists and can be stopped.
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        pool = context.Pool(workers, initializer=_init_worker)
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if caught and callable(previous):
+        try:
+            previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+        except BaseException:
+            pool.terminate()
+            pool.join()
+            raise
+    return pool
 
 
-def _one_blas_thread() -> None:
-    """Worker initializer: the RWSE matrices are tiny, and with one process per core a
-    multi-threaded BLAS only adds spinning threads that fight the other workers."""
+def _init_worker() -> None:
+    """Worker initializer: ignore Ctrl-C (the parent stops the pool), and one BLAS thread (the
+    RWSE matrices are tiny, and with one process per core a multi-threaded BLAS only adds
+    spinning threads that fight the other workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1, user_api="blas")
 
 

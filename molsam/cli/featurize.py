@@ -70,6 +70,10 @@ def featurize(
             stats=stats,
         )
         store.write_invalid_rows(out / "invalid_rows.csv")
+    except KeyboardInterrupt:
+        # Outputs are written only once everything is featurized: nothing partial is left.
+        console.print("interrupted: nothing was written")
+        raise typer.Exit(code=130) from None
     except MolsamError as error:
         raise fail(error) from None
 

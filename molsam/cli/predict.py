@@ -37,6 +37,11 @@ def predict(
             ensemble, input_path, None if out == "-" else out, smiles_column=smiles_col,
             batch_size=batch_size, workers=workers,
         )
+    except KeyboardInterrupt:
+        # The output is renamed into place only when complete (molsam.predict.atomic_output).
+        typer.echo(f"interrupted: {'no output written' if out != '-' else 'output incomplete'}",
+                   err=True)
+        raise typer.Exit(code=130) from None
     except MolsamError as error:
         raise fail(error) from None
     members = f"{len(ensemble)} models" if len(ensemble) > 1 else "1 model"

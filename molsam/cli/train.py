@@ -31,13 +31,13 @@ def train(
     from molsam.train.run import resume_run, train_recipe
 
     console = Console(stderr=True)
+    run_dir: Path | None = resume
     try:
         if resume is not None:
             if overrides:
                 raise MolsamError("--set cannot change a run that is resumed (its recipe is fixed)")
             with progress_callback("featurizing") as featurize_update, _epoch_reporter(console) as update:
                 summary = resume_run(resume, on_progress=update, on_featurize=featurize_update)
-            run_dir = resume
         else:
             if recipe is None:
                 raise MolsamError("give a RECIPE file, or --resume RUN_DIR")
@@ -50,10 +50,7 @@ def train(
                     log_warning=lambda w: console.print(f"[yellow]warning:[/] {w}"),
                 )
     except KeyboardInterrupt:
-        console.print(
-            "interrupted: every replicate's last.pt holds its last finished epoch; "
-            f"continue with `molsam train --resume {out or resume or 'RUN_DIR'}`"
-        )
+        console.print(interrupted_message(run_dir, recipe, out))
         raise typer.Exit(code=130) from None
     except MolsamError as error:
         raise fail(error) from None
@@ -66,6 +63,17 @@ def train(
             f"{summary['graphs_per_s']['mean']:.0f} training graphs/s on {summary['device']}"
         )
     console.print(f"run directory: {run_dir} (summary.json, curves.png, seed_*/best.pt)")
+
+
+def interrupted_message(run_dir: Path | None, recipe: Path | None, out: Path | None) -> str:
+    """What Ctrl-C leaves: a resume command only when the folder holds a resumable run (its
+    recipe.yaml and splits.json, written before the first epoch); before that (featurizing,
+    splitting) there is nothing to resume, and the hint repeats the command instead."""
+    if run_dir is not None and all((run_dir / f).is_file() for f in ("recipe.yaml", "splits.json")):
+        return ("interrupted: every replicate's last.pt holds its last finished epoch; "
+                f"continue with `molsam train --resume {run_dir}`")
+    again = f"molsam train {recipe or 'RECIPE'}" + (f" --out {out}" if out else "")
+    return f"interrupted before training started (nothing to resume); start again with `{again}`"
 
 
 @contextmanager

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from molsam.data.splits import SplitIndices, scaffold_ids
 from molsam.data.store import GraphStore
+from molsam.errors import InputError
 from molsam.jsonio import write_json_atomic
 
 
@@ -73,3 +75,34 @@ def write_splits_json(
     if stats is not None:
         record["stats"] = stats
     return write_json_atomic(path, record)
+
+
+def saved_split_indices(splits_path: Path, split: str, store: GraphStore) -> np.ndarray:
+    """Indices of `split` (train, val, test or all) in a run's splits.json, checked against `store`:
+    the indices must exist and the SMILES saved at training must be the store's at those indices
+    (a data file edited since training, same size but other molecules, is refused in one line)."""
+    try:
+        saved = json.loads(splits_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{splits_path}: not a readable splits file ({exc})") from None
+    if split == "all":
+        return np.arange(len(store))
+    part = saved.get(split) if isinstance(saved, dict) else None
+    if not isinstance(part, dict) or "indices" not in part:
+        raise InputError(f"{splits_path}: no {split!r} part with indices")
+    indices = np.asarray(part["indices"], dtype=np.int64)
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(store)):
+        raise InputError(
+            f"{splits_path}: {split} indices reach {int(indices.max())} but {store.source} has "
+            f"{len(store)} valid molecules; the data changed since training"
+        )
+    # The saved SMILES guard against a data file edited since training (same size, other rows).
+    saved_smiles = part.get("smiles")
+    if saved_smiles is not None:
+        for i, smiles in zip(indices, saved_smiles):
+            if store.smiles[i] != smiles:
+                raise InputError(
+                    f"{splits_path}: {split} molecule {int(i)} was {smiles!r} at training but "
+                    f"{store.source} now has {store.smiles[i]!r}; the data changed since training"
+                )
+    return indices

@@ -210,6 +210,15 @@ class ReplicateTrainer:
             raise CheckpointError(f"{path}: holds no training state; it cannot be resumed")
         if ckpt["seed"] != self.seed:
             raise CheckpointError(f"{path}: was trained with seed {ckpt['seed']}, not {self.seed}")
+        # A last.pt copied from another run would load if its shapes happened to fit, and train
+        # the wrong outputs on: its targets, task and model must be this run's.
+        for key, ours in (("target_names", list(self.target_names)), ("task", self.task),
+                          ("model_config", self.model.config())):
+            if ckpt[key] != ours:
+                raise CheckpointError(
+                    f"{path}: {key} {ckpt[key]!r} is not this run's {ours!r}; "
+                    "this last.pt belongs to another run and cannot be resumed here"
+                )
         self.model.load_state_dict(ckpt["model_state"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:

@@ -11,25 +11,31 @@ Run directory:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from molsam.config import Recipe, load_recipe, recipe_to_dict, save_recipe
 from molsam.data.pipeline import DataSpec, load_store, split_store
-from molsam.data.split_stats import split_statistics, write_splits_json
+from molsam.data.split_stats import saved_split_indices, split_statistics, write_splits_json
 from molsam.data.splits import file_split
 from molsam.data.store import GraphStore
 from molsam.errors import ConfigError, InputError
 from molsam.jsonio import write_json_atomic
+from molsam.outputs import output_folder
 from molsam.devices import DEFAULT_CPU_THREADS, cpu_threads, resolve_device
 from molsam.train.loop import ReplicateResult, ReplicateTrainer, warmup_epochs
 from molsam.train.metrics import mean_std
 from molsam.train.plots import plot_learning_curves
 
 log = logging.getLogger("molsam")
+
+#: Held (an OS file lock) while a train writes into a run directory.
+LOCK_FILE = ".molsam.lock"
 
 
 def load_recipe_data(
@@ -77,16 +83,49 @@ def train_recipe(
     store = load_recipe_data(recipe, on_featurize)
     task = recipe.data.task or store.task
     check_task_labels(store, task)
+    if not resume:
+        output_folder(out, "--out")
+    with run_lock(out):
+        return _train_locked(recipe, recipe_dict, store, task, out, resume=resume,
+                             on_progress=on_progress, log_warning=log_warning)
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold the run directory's lock file for the block; a second train into it fails at once.
+
+    filelock's FileLock is an OS lock (fcntl/msvcrt) on `out/.molsam.lock`: the OS drops it when
+    the process dies, so a killed run never leaves a stale lock behind.
+    """
+    lock = FileLock(out / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"{out}: another `molsam train` is writing into this run directory (it holds "
+            f"{out / LOCK_FILE}); wait for it to finish or choose another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: str, out: Path, *,
+                  resume: bool, on_progress: Callable[[dict], None] | None,
+                  log_warning: Callable[[str], None]) -> dict:
     if resume:
         split = file_split(out / "splits.json", len(store))
+        for part in split.parts():
+            # The same indices must still mean the same molecules (a data file edited since).
+            saved_split_indices(out / "splits.json", part, store)
     else:
-        if out.exists() and any(out.glob("seed_*/last.pt")):
+        if any(out.glob("seed_*/last.pt")):
             raise ConfigError(
                 f"{out}: already holds a run; resume it with --resume {out} or choose another --out"
             )
         s = recipe.split
         split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file)
-        out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
         stats, warnings = split_statistics(store, split)
         for warning in warnings:
