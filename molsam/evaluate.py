@@ -133,31 +133,41 @@ def _data_spec(data: str, ensemble: Ensemble, smiles_column: str | None) -> Data
     return DataSpec(data, smiles_column, list(ensemble.target_names), None, ensemble.task)
 
 
-def evaluate(
-    models: Sequence[str | Path],
+@dataclass
+class LabeledMolecules:
+    """Molecules `indices` of `store` with their labels in the checkpoint's target order.
+
+    labels: float [len(indices), T], NaN where missing; split: the part scored (or "all");
+    source_name: a readable description (file, and which split of which splits.json).
+    """
+
+    store: GraphStore
+    indices: np.ndarray
+    labels: np.ndarray
+    split: str
+    source_name: str
+
+
+def labeled_molecules(
+    ensemble: Ensemble,
     data: str | None = None,
     *,
     split: str | None = None,
+    default_split: str = "test",
     smiles_column: str | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int | None = None,
     workers: int | None = None,
-) -> Evaluation:
-    """Score checkpoints (files or run directories) individually and as an ensemble.
-
-    Args:
-        data: CSV path or dataset name whose valid molecules are all scored; None re-scores the
-            run's saved split.
-        split: test (default), val, train or all; only for a run's saved split.
+) -> LabeledMolecules:
+    """The molecules a checkpoint is scored (or measured) on: a part of its run's saved split
+    (`data` None; `split`, else `default_split`), or every valid molecule of `data`.
 
     Raises:
-        CheckpointError, InputError, ConfigError: one-line messages naming the file at fault.
+        ConfigError: unknown split, or a split other than all with `data`.
+        InputError, CheckpointError: no splits.json, a changed data file, a missing label column.
     """
     if split is not None and split not in SPLITS:
         raise ConfigError(f"--split: {split!r} is not one of {', '.join(SPLITS)}")
-    ensemble = load_ensemble(models, device)
     if data is None:
-        split = split or "test"
+        split = split or default_split
         splits_path = find_splits_file(ensemble.paths[0])
         if splits_path is None:
             raise InputError(
@@ -178,7 +188,37 @@ def evaluate(
         store = load_store(spec, rwse_steps=ensemble.rwse_steps, workers=workers)
         indices = np.arange(len(store))
         source_name = store.source or data
-    y = _labels(store, ensemble.target_names)[indices]
+    labels = _labels(store, ensemble.target_names)[indices]
+    return LabeledMolecules(store, indices, labels, split, str(source_name))
+
+
+def evaluate(
+    models: Sequence[str | Path],
+    data: str | None = None,
+    *,
+    split: str | None = None,
+    smiles_column: str | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+) -> Evaluation:
+    """Score checkpoints (files or run directories) individually and as an ensemble.
+
+    Args:
+        data: CSV path or dataset name whose valid molecules are all scored; None re-scores the
+            run's saved split.
+        split: test (default), val, train or all; only for a run's saved split.
+
+    Raises:
+        CheckpointError, InputError, ConfigError: one-line messages naming the file at fault.
+    """
+    if split is not None and split not in SPLITS:  # before loading anything
+        raise ConfigError(f"--split: {split!r} is not one of {', '.join(SPLITS)}")
+    ensemble = load_ensemble(models, device)
+    labeled = labeled_molecules(ensemble, data, split=split, smiles_column=smiles_column,
+                                workers=workers)
+    store, indices, y = labeled.store, labeled.indices, labeled.labels
+    split, source_name = labeled.split, labeled.source_name
     source = store.batch_source(ensemble.device)
     per_member = ensemble.predict_source(source, indices, batch_size)
     names = ensemble.target_names
