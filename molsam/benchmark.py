@@ -5,12 +5,15 @@ A suite file names the grid::
     datasets:                         # name -> recipe path, or {recipe: path, set: [overrides]}
       bbbp: ../../recipes/bbbp.yaml
       sider: {recipe: ../../recipes/sider.yaml, set: [data.path=/data/sider.csv]}
-    optimizers: [adam, sam, graphsam]
+    optimizers: [adam, sam, graphsam, graphsam_r05]   # optimizer names or variant names
+    variants:                         # a named optimizer setting, a column of its own (optional)
+      graphsam_r05: {optimizer: graphsam, set: [optim.rho=0.05]}
     seeds: [0, 1, 2]
     set: [train.epochs=15]            # overrides for every cell (optional)
     optimizer_set: {sam: [optim.rho=0.05]}   # overrides for one optimizer's cells (optional)
     baseline: adam                    # the optimizer times are compared against (optional)
     reference: {bbbp: 0.710}          # a published number per dataset, shown beside ours (optional)
+    sharpness: {rhos: [0.01, 0.05]}   # flatness of every cell's best.pt (optional; see below)
 
 Relative recipe paths (and a relative data.path in a dataset's `set`) resolve against the suite
 file's folder. Each cell is `train_recipe` of the dataset recipe with `optim.name=<optimizer>`,
@@ -22,7 +25,13 @@ file's folder. Each cell is `train_recipe` of the dataset recipe with `optim.nam
 Optimizers compete on identical data: splits are pure functions of (molecules, method, sizes,
 seed), and the grid refuses overrides that would make one optimizer's data differ from another's
 (`data.*`, `split.*` in `optimizer_set`). The grid is resumable: a cell with summary.json is
-finished and never rerun; a cell with a last.pt continues through `resume_run`.
+finished and never rerun; a cell with a last.pt continues through `resume_run`. `jobs` cells
+train at once, each in its own process (one torch thread each by default); the order stays
+seed-major, so an interrupted grid still holds the first seeds of every column.
+
+With `sharpness:`, every finished cell also gets sharpness.json: `molsam.analysis.sharpness`
+measured on its best.pt (training split, dropout off, seeded; keys of the mapping are passed
+to `measure_checkpoint`), also resumable cell by cell.
 """
 
 from __future__ import annotations
@@ -55,8 +64,11 @@ from molsam.train.metrics import LOWER_IS_BETTER, mean_std
 
 log = logging.getLogger("molsam")
 
-SUITE_KEYS = ("datasets", "optimizers", "seeds", "set", "optimizer_set", "baseline", "reference")
+SUITE_KEYS = ("datasets", "optimizers", "variants", "seeds", "set", "optimizer_set", "baseline",
+              "reference", "sharpness")
 DATASET_KEYS = ("recipe", "set")
+VARIANT_KEYS = ("optimizer", "set")
+SHARPNESS_KEYS = ("rhos", "ascent_steps", "hessian_iters", "trace_probes", "landscape")
 # Keys the grid itself sets per cell: a suite override of them would silently break the grid.
 GRID_KEYS = ("optim.name", "train.seeds", "split.seed")
 
@@ -85,11 +97,19 @@ class Suite:
     baseline: str | None = None
     reference: dict[str, float] = field(default_factory=dict)
     source: str = "<suite>"
+    #: variant name -> (optimizer name, overrides); a plain optimizer name needs no entry.
+    variants: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    sharpness: dict[str, Any] | None = None
+
+    def algorithm(self, column: str) -> str:
+        """The optimizer name behind a column of the grid (a variant or an optimizer)."""
+        return self.variants[column][0] if column in self.variants else column
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One (dataset, optimizer, seed) training run."""
+    """One (dataset, optimizer, seed) training run; `optimizer` is a column of the grid: an
+    optimizer name or a variant name."""
 
     dataset: str
     optimizer: str
@@ -171,14 +191,17 @@ def suite_from_dict(raw: Any, source: str = "<suite>", *, base_dir: str | Path =
         overrides = _resolve_data_paths(_override_list(f"{key}.set", spec.get("set")), base)
         datasets.append(DatasetEntry(name, recipe, overrides))
 
+    variants = _variants(raw.get("variants"))
     optimizers = raw["optimizers"]
     if isinstance(optimizers, str):
         optimizers = [optimizers]
     if not isinstance(optimizers, list):
         raise _fail("optimizers", f"expected a list, got {optimizers!r}")
     for i, name in enumerate(optimizers):
-        if name not in OPTIMIZERS:
-            raise _fail(f"optimizers[{i}]", f"{name!r} is not one of {', '.join(OPTIMIZERS)}")
+        if name not in OPTIMIZERS and name not in variants:
+            named = f" or a variant ({', '.join(variants)})" if variants else ""
+            raise _fail(f"optimizers[{i}]",
+                        f"{name!r} is not one of {', '.join(OPTIMIZERS)}{named}")
     if len(set(optimizers)) != len(optimizers):
         raise _fail("optimizers", f"duplicate entries in {optimizers}")
 
@@ -221,15 +244,55 @@ def suite_from_dict(raw: Any, source: str = "<suite>", *, base_dir: str | Path =
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(f"reference.{name}", f"expected a number, got {value!r}")
 
+    for name in variants:
+        if name not in optimizers:
+            raise _fail(f"variants.{name}", f"not in optimizers ({', '.join(optimizers)})")
+
     suite = Suite(
         datasets=tuple(datasets), optimizers=tuple(optimizers), seeds=tuple(seeds),
         overrides=_override_list("set", raw.get("set")), optimizer_overrides=optimizer_overrides,
         baseline=baseline, reference={k: float(v) for k, v in reference.items()}, source=source,
+        variants=variants, sharpness=_sharpness_options(raw.get("sharpness")),
     )
     for entry in suite.datasets:  # validate every override now (cheap: no data is read)
         for optimizer in suite.optimizers:
             build_cell_recipe(suite, Cell(entry.name, optimizer, suite.seeds[0]))
     return suite
+
+
+def _variants(raw: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """`variants:` -> {name: (optimizer, overrides)}; a variant may not share a name with an
+    optimizer (a column name must say which setting it is)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail("variants", f"expected a mapping name -> {{optimizer, set}}, got {raw!r}")
+    out = {}
+    for name, spec in raw.items():
+        key = f"variants.{name}"
+        if not isinstance(name, str) or not name or "/" in name or name in OPTIMIZERS:
+            raise _fail(key, "a variant name must be a non-empty string without '/' that is not "
+                        "an optimizer name")
+        if not isinstance(spec, dict):
+            raise _fail(key, f"expected {{optimizer: NAME, set: [...]}}, got {spec!r}")
+        _check_keys(key, spec, VARIANT_KEYS)
+        if spec.get("optimizer") not in OPTIMIZERS:
+            raise _fail(f"{key}.optimizer",
+                        f"{spec.get('optimizer')!r} is not one of {', '.join(OPTIMIZERS)}")
+        overrides = _override_list(f"{key}.set", spec.get("set"),
+                                   forbidden=GRID_KEYS + ("data", "split"))
+        out[name] = (spec["optimizer"], overrides)
+    return out
+
+
+def _sharpness_options(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _fail("sharpness", f"expected a mapping of options ({', '.join(SHARPNESS_KEYS)}), "
+                    f"got {raw!r}")
+    _check_keys("sharpness", raw, SHARPNESS_KEYS)
+    return dict(raw)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -261,9 +324,12 @@ def build_cell_recipe(suite: Suite, cell: Cell) -> Recipe:
     """The resolved recipe of one cell: dataset recipe + dataset set + suite set + optimizer set,
     then the grid's own keys (optimizer, seed, split seed)."""
     entry = next(d for d in suite.datasets if d.name == cell.dataset)
+    variant = suite.variants.get(cell.optimizer, (cell.optimizer, ()))[1]
     overrides = [
-        *entry.overrides, *suite.overrides, *suite.optimizer_overrides.get(cell.optimizer, ()),
-        f"optim.name={cell.optimizer}", f"train.seeds=[{cell.seed}]", f"split.seed={cell.seed}",
+        *entry.overrides, *suite.overrides, *variant,
+        *suite.optimizer_overrides.get(cell.optimizer, ()),
+        f"optim.name={suite.algorithm(cell.optimizer)}", f"train.seeds=[{cell.seed}]",
+        f"split.seed={cell.seed}",
     ]
     try:
         raw = apply_overrides(load_recipe_dict(entry.recipe), overrides)
@@ -280,6 +346,7 @@ def run_benchmark(
     suite: Suite,
     out_dir: str | Path,
     *,
+    jobs: int = 1,
     on_cell: Callable[[dict], None] | None = None,
     on_progress: Callable[[dict], None] | None = None,
 ) -> dict:
@@ -288,9 +355,11 @@ def run_benchmark(
     Args:
         suite: the grid (`load_suite`).
         out_dir: the benchmark folder; rerunning on the same folder resumes the grid.
+        jobs: cells trained at once, each in a process of its own (1: in this process).
         on_cell: called with {"cell", "index", "total", "status", "summary"?, "wall_seconds"?},
             status one of "done" (finished before), "start", "resume", "finished".
-        on_progress: passed to `train_recipe` (epoch progress of the cell in training).
+        on_progress: passed to `train_recipe` (epoch progress of the cell in training; only
+            with jobs=1, worker processes report per cell).
 
     Each trained cell also gets benchmark_cell.json with the wall seconds of the call that
     finished it (for a resumed cell only the resumed part: its "resumed" flag says so).
@@ -298,12 +367,13 @@ def run_benchmark(
     Returns:
         `collect_results` of the finished grid.
     """
-    from molsam.train.run import resume_run, train_recipe
-
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = on_cell or (lambda info: None)
     grid = cells(suite)
+    pending = []
     for index, cell in enumerate(grid):
         run_dir = cell.run_dir(out)
         recipe = build_cell_recipe(suite, cell)
@@ -311,23 +381,80 @@ def run_benchmark(
         if (run_dir / "summary.json").is_file():
             _check_same_recipe(run_dir, recipe, cell)
             report({**info, "status": "done"})
+            _measure_sharpness(suite, cell, out)  # a grid given sharpness: later catches up
             continue
         partial = run_dir.is_dir() and any(run_dir.glob("seed_*/last.pt"))
         if partial:
             _check_same_recipe(run_dir, recipe, cell)
-        report({**info, "status": "resume" if partial else "start"})
-        started = time.perf_counter()
-        if partial:
-            summary = resume_run(run_dir, on_progress=on_progress)
-        else:
-            summary = train_recipe(recipe, run_dir, on_progress=on_progress)
-        wall = time.perf_counter() - started
-        write_json_atomic(run_dir / "benchmark_cell.json", {
-            "dataset": cell.dataset, "optimizer": cell.optimizer, "seed": cell.seed,
-            "wall_seconds": wall, "resumed": partial,
-        })
-        report({**info, "status": "finished", "summary": summary, "wall_seconds": wall})
+        pending.append({**info, "status": "resume" if partial else "start"})
+
+    if jobs == 1:
+        for info in pending:
+            report(info)
+            result = _run_cell(suite, info["cell"], out, on_progress)
+            report({**info, **result, "status": "finished"})
+    else:
+        _run_parallel(suite, out, pending, jobs, report)
     return write_results(suite, out)
+
+
+def _run_cell(
+    suite: Suite, cell: Cell, out: Path, on_progress: Callable[[dict], None] | None = None
+) -> dict:
+    """Train (or resume) one cell, write benchmark_cell.json, measure its sharpness if asked."""
+    from molsam.train.run import resume_run, train_recipe
+
+    run_dir = cell.run_dir(out)
+    partial = run_dir.is_dir() and any(run_dir.glob("seed_*/last.pt"))
+    started = time.perf_counter()
+    if partial:
+        summary = resume_run(run_dir, on_progress=on_progress)
+    else:
+        summary = train_recipe(build_cell_recipe(suite, cell), run_dir, on_progress=on_progress)
+    wall = time.perf_counter() - started
+    write_json_atomic(run_dir / "benchmark_cell.json", {
+        "dataset": cell.dataset, "optimizer": cell.optimizer, "seed": cell.seed,
+        "wall_seconds": wall, "resumed": partial,
+    })
+    _measure_sharpness(suite, cell, out)
+    return {"summary": summary, "wall_seconds": wall}
+
+
+def _run_parallel(suite: Suite, out: Path, pending: list[dict], jobs: int,
+                  report: Callable[[dict], None]) -> None:
+    """`jobs` worker processes (spawned: no forked torch state), cells handed out seed-major."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    queue = list(pending)
+    running = {}
+    with ProcessPoolExecutor(max_workers=jobs,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        while queue or running:
+            while queue and len(running) < jobs:
+                info = queue.pop(0)
+                report(info)
+                running[pool.submit(_run_cell, suite, info["cell"], out)] = info
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                info = running.pop(future)
+                report({**info, **future.result(), "status": "finished"})
+
+
+def _measure_sharpness(suite: Suite, cell: Cell, out: Path) -> None:
+    """sharpness.json of a finished cell's best.pt, when the suite asks and it is missing."""
+    run_dir = cell.run_dir(out)
+    path = run_dir / "sharpness.json"
+    if suite.sharpness is None or path.is_file() or not (run_dir / "summary.json").is_file():
+        return
+    from molsam.analysis.sharpness import measure_checkpoint
+
+    options = {k: v for k, v in suite.sharpness.items() if k != "rhos"}
+    if "rhos" in suite.sharpness:
+        options["rhos"] = tuple(suite.sharpness["rhos"])
+    options.setdefault("landscape", False)
+    result = measure_checkpoint(run_dir / f"seed_{cell.seed}" / "best.pt", **options)
+    write_json_atomic(path, result)
 
 
 def _check_same_recipe(run_dir: Path, recipe: Recipe, cell: Cell) -> None:
@@ -369,7 +496,21 @@ def _cell_record(suite: Suite, cell: Cell, out: Path) -> dict | None:
         "best_epoch": replicate["best_epoch"], "epochs_run": replicate["epochs_run"],
         "train_seconds": replicate["train_seconds"], "graphs_per_s": replicate["graphs_per_s"],
         "wall_seconds": timing.get("wall_seconds"), "resumed": timing.get("resumed"),
+        **_cosine_record(run_dir / f"seed_{cell.seed}" / "metrics.csv"),
     }
+
+
+def _cosine_record(metrics_csv: Path) -> dict:
+    """GraphSAM's SAM-direction diagnostic over the whole run (train.log_sam_cosine): the mean
+    of the per-epoch means, the smallest per-step cosine; empty for cells without it."""
+    if not metrics_csv.is_file():
+        return {}
+    with open(metrics_csv, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("sam_cos_mean")]
+    if not rows:
+        return {}
+    return {"sam_cos_mean": mean_std([float(r["sam_cos_mean"]) for r in rows])[0],
+            "sam_cos_min": min(float(r["sam_cos_min"]) for r in rows)}
 
 
 def collect_results(suite: Suite, out_dir: str | Path) -> dict:
@@ -425,7 +566,8 @@ def write_results(suite: Suite, out_dir: str | Path) -> dict:
     results = collect_results(suite, out)
     _write_csv(out / "cells.csv", results["cells"], [
         "dataset", "optimizer", "seed", "metric", "test", "val", "best_epoch", "epochs_run",
-        "train_seconds", "graphs_per_s", "wall_seconds", "resumed"])
+        "train_seconds", "graphs_per_s", "wall_seconds", "resumed", "sam_cos_mean",
+        "sam_cos_min"])
     _write_csv(out / "results.csv", results["rows"], [
         "dataset", "optimizer", "metric", "n", "seeds_planned", "test_mean", "test_std",
         "val_mean", "val_std", "epochs_mean", "graphs_per_s", "train_seconds_per_run",

@@ -35,6 +35,10 @@ TASKS = ("classification", "regression")
 POOLINGS = ("mean", "sum", "attention")  # same as molsam.models.gps.POOLINGS (no torch import here)
 OPTIMIZERS = ("adam", "sam", "asam", "graphsam", "samk", "looksam", "aesam", "rst")
 SCHEDULES = ("noam", "constant")
+#: rho over epochs: "step" is GraphSAM's gradient-ball decay rho * gamma^(epoch // rho_every);
+#: "constant" keeps rho; "auto" is "step" for graphsam (the paper's) and "constant" for every
+#: other optimizer (the baselines' own papers use a constant radius).
+RHO_SCHEDULES = ("auto", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 CLASSIFICATION_METRICS = ("roc_auc", "prc_auc", "accuracy")
@@ -109,6 +113,12 @@ def string(key: str, value: Any) -> str:
         raise _fail(key, f"expected a string, got {_show(value)}")
     if not value.strip():
         raise _fail(key, "expected a non-empty string, got ''")
+    return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, f"expected true or false, got {_show(value)}")
     return value
 
 
@@ -232,6 +242,7 @@ class OptimConfig:
     beta: float = _spec(number(0.0, 1.0), 0.99)
     gamma: float = _spec(number(0.0, 1.0, low_open=True), 0.5)
     rho_every: int = _spec(integer(1), 1)
+    rho_schedule: str = _spec(choice(RHO_SCHEDULES), "auto")
     reanchor_every: int = _spec(integer(1), 1)
     k: int | None = _spec(optional(integer(1)), None)
     alpha: float | None = _spec(optional(number()), None)
@@ -242,7 +253,11 @@ class OptimConfig:
 class TrainConfig:
     """Training loop. metric None means roc_auc for classification, rmse for regression.
     workers: featurization processes (None: all cores). threads: torch intra-op threads on the
-    CPU (None: molsam.devices.DEFAULT_CPU_THREADS, measured fastest for molsam's models)."""
+    CPU (None: molsam.devices.DEFAULT_CPU_THREADS, measured fastest for molsam's models).
+    log_sam_cosine: GraphSAM only; every step also computes the exact SAM perturbation gradient
+    (one extra pass, excluded from the timing) and logs its cosine with GraphSAM's estimate and
+    both norms to metrics.csv (the paper's Fig. 3 diagnostic). Training follows the same path
+    with or without it."""
 
     epochs: int = _spec(integer(1), 30)
     batch_size: int = _spec(integer(1), 32)
@@ -254,6 +269,7 @@ class TrainConfig:
     log_every: int = _spec(integer(1), 50)
     workers: int | None = _spec(optional(integer(0)), None)
     threads: int | None = _spec(optional(integer(1)), None)
+    log_sam_cosine: bool = _spec(boolean, False)
 
 
 @dataclass(frozen=True)
@@ -503,6 +519,9 @@ def _check_consistency(recipe: Recipe) -> None:
             f"{model.heads} does not divide model.hidden={model.hidden}; valid: "
             f"{', '.join(map(str, valid))}",
         )
+    if train.log_sam_cosine and recipe.optim.name != "graphsam":
+        raise _fail("train.log_sam_cosine", f"only graphsam has an estimate to compare with "
+                    f"SAM's direction (optim.name is {recipe.optim.name!r})")
     for method in ("column", "file"):
         if split.method == method and getattr(split, method) is None:
             raise _fail(f"split.{method}", f"required when split.method is {method!r}")

@@ -19,6 +19,10 @@ def benchmark(
     report_only: bool = typer.Option(
         False, "--report-only", help="Train nothing: write the tables from the finished cells."
     ),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", min=1,
+        help="Cells trained at once, one process each (each uses train.threads torch threads).",
+    ),
 ) -> None:
     """Train every unfinished cell of the grid (rerun to resume), then write the results table
     (CSV and Markdown) and a plot of test metric against training time."""
@@ -34,7 +38,8 @@ def benchmark(
                                  f"(run `molsam benchmark {suite} --out {out}` first)")
             results = write_results(loaded, out)
         else:
-            results = run_benchmark(loaded, out, on_cell=_report_cell, on_progress=_report_epoch)
+            results = run_benchmark(loaded, out, jobs=jobs, on_cell=_report_cell,
+                                    on_progress=_report_epoch)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished cells are kept; rerun `molsam benchmark {suite} "
                    f"--out {out}` to continue", err=True)

@@ -18,10 +18,20 @@ Re-anchoring (the first step ever, and the first step after `reanchor()`): one e
 gives the exact g and resets e ← g / ‖g‖₂ (`anchor="unit"`, the default) or e ← g
 (`anchor="raw"`, the reference code's unnormalized anchor). The trainer calls `reanchor()` at
 the start of every K-th epoch, so an epoch of n batches costs n + 1 passes (SAM: 2n).
+A parameter without a gradient in the anchor pass loses its estimate (docs/GRAPHSAM.md: such
+parameters are left out of norms and perturbation), instead of keeping a stale direction.
+
+Diagnostic (`track_sam_cosine=True`, off by default; costs one more pass per step): before the
+perturbed pass, the exact SAM perturbation gradient g_t = ∇L_B(θ_t) is computed as well, and
+cos(e_t, g_t), ‖e_t‖ and ‖g_t‖ are accumulated on the device (the paper's Fig. 3 evidence that
+the moving average tracks SAM). That pass runs under a forked RNG, so dropout draws, and with
+them the whole training path, are the same with or without the diagnostic. Anchor steps are
+not counted (there e_t = g_t/‖g_t‖ by construction). `pop_diagnostics()` returns and resets them.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -34,6 +44,8 @@ from molsam.optim._base import (
     SharpnessAwareOptimizer,
     check_nonnegative,
     check_unit_interval,
+    first_device,
+    global_norm,
     grads_by_group,
     materialize,
     sam_direction,
@@ -54,6 +66,8 @@ class GraphSAM(SharpnessAwareOptimizer):
         beta: moving-average factor β of the estimate, in [0, 1) (`group["beta"]`).
         adaptive: ASAM-style scaling: ε = ρ · T²e / ‖T e‖ with T = |w| + η (biases: 1).
         anchor: "unit" (e ← g/‖g‖, paper-faithful) or "raw" (e ← g, as the reference code).
+        track_sam_cosine: also compute the exact SAM direction every step and accumulate its
+            cosine with the estimate (diagnostic; one extra pass per step, see module docstring).
         **base_kwargs: passed to `base_optimizer`.
 
     State: `self.state[p]["e"]` (same shape, dtype and device as p) for every parameter that
@@ -72,6 +86,7 @@ class GraphSAM(SharpnessAwareOptimizer):
         beta: float = 0.99,
         adaptive: bool = False,
         anchor: str = "unit",
+        track_sam_cosine: bool = False,
         **base_kwargs: Any,
     ) -> None:
         check_nonnegative("rho", rho)
@@ -81,8 +96,10 @@ class GraphSAM(SharpnessAwareOptimizer):
         super().__init__(params, base_optimizer, {"rho": rho, "beta": beta}, base_kwargs)
         self.adaptive = bool(adaptive)
         self.anchor = anchor
+        self.track_sam_cosine = bool(track_sam_cosine)
         # The very first step always anchors: there is no estimate yet.
         self._counters["reanchor_pending"] = True
+        self._reset_diagnostics()
 
     def reanchor(self) -> None:
         """Recompute the exact perturbation gradient at the start of the next step."""
@@ -100,19 +117,93 @@ class GraphSAM(SharpnessAwareOptimizer):
             estimates = materialize(unit_direction(grads))
         else:
             estimates = [torch._foreach_clone(gs) if gs else [] for gs in grads]
+        anchored = {id(p) for ps in params for p in ps}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) not in anchored:  # no gradient at the anchor: no stale direction
+                    self.state[p].pop("e", None)
         for ps, es in zip(params, estimates):
             for p, e in zip(ps, es):
                 self.state[p]["e"] = e
         self._counters["reanchor_pending"] = False
 
+    # -- diagnostic: how well does e track the exact SAM direction? ---------------------------
+
+    def _reset_diagnostics(self) -> None:
+        device = first_device(self.param_groups)
+        self._diag = {
+            "cos_sum": torch.zeros((), device=device),
+            "cos_min": torch.full((), float("inf"), device=device),
+            "e_norm_sum": torch.zeros((), device=device),
+            "g_norm_sum": torch.zeros((), device=device),
+        }
+        self._diag_steps = 0
+        self._diag_seconds = 0.0
+
+    def _record_sam_cosine(
+        self, closure: Closure | None, params: list[list[torch.Tensor]],
+        estimates: list[list[torch.Tensor]],
+    ) -> None:
+        """One pass at θ (RNG forked) for g = ∇L(θ); accumulate cos(e, g), ‖e‖, ‖g‖ on the device.
+
+        Parameters without a gradient in this pass or without an estimate are left out of all
+        three, as they are out of the perturbation.
+        """
+        started = time.perf_counter()
+        device = first_device(self.param_groups)
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self._fresh_pass(closure)
+        es, gs = [], []
+        for ps, group_es in zip(params, estimates):
+            for p, e in zip(ps, group_es):
+                if p.grad is not None:
+                    es.append(e)
+                    gs.append(p.grad)
+        if es:
+            dot = torch.stack([torch.sum(e * g) for e, g in zip(es, gs)]).sum()
+            e_norm, g_norm = global_norm(es), global_norm(gs)
+            cos = dot / (e_norm * g_norm).clamp(min=1e-12)
+            d = self._diag
+            d["cos_sum"] += cos
+            torch.minimum(d["cos_min"], cos, out=d["cos_min"])
+            d["e_norm_sum"] += e_norm
+            d["g_norm_sum"] += g_norm
+            self._diag_steps += 1
+        if device.type == "cuda":  # diagnostic mode only: time the pass honestly
+            torch.cuda.synchronize(device)
+        self._diag_seconds += time.perf_counter() - started
+
+    def pop_diagnostics(self) -> dict[str, float]:
+        """Means (and the minimum cosine) since the last call, as floats; resets them.
+
+        Keys: sam_cos_mean, sam_cos_min, e_norm_mean, g_norm_mean, diag_steps, diag_seconds
+        (the time the extra passes took, for the trainer to leave out of its timing).
+        Empty when the diagnostic is off or no step was counted. One host sync per call.
+        """
+        n, seconds = self._diag_steps, self._diag_seconds
+        out: dict[str, float] = {}
+        if n:
+            d = {k: float(v) for k, v in self._diag.items()}
+            out = {"sam_cos_mean": d["cos_sum"] / n, "sam_cos_min": d["cos_min"],
+                   "e_norm_mean": d["e_norm_sum"] / n, "g_norm_mean": d["g_norm_sum"] / n,
+                   "diag_steps": n}
+        if n or seconds:
+            out["diag_seconds"] = seconds
+        self._reset_diagnostics()
+        return out
+
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
-        if self._counters["reanchor_pending"]:
+        anchored = self._counters["reanchor_pending"]
+        if anchored:
             self._anchor(closure)
 
         # 1. ε = ρ e/‖e‖ over the parameters that have an estimate.
         params = [[p for p in g["params"] if "e" in self.state[p]] for g in self.param_groups]
         estimates = [[self.state[p]["e"] for p in ps] for ps in params]
+        if self.track_sam_cosine and not anchored:
+            self._record_sam_cosine(closure, params, estimates)
         direction = sam_direction(
             params, estimates, self.adaptive, self._asam_weights(params))
 

@@ -32,6 +32,15 @@ def rho_at(epoch: int, rho0: float, gamma: float = 0.5, every: int = 1) -> float
     return rho0 * gamma ** (epoch // every)
 
 
+def rho_schedule_is_step(schedule: str, optimizer_name: str) -> bool:
+    """Whether `rho_at`'s decay applies: "step" always, "constant" never, "auto" for graphsam
+    only (its paper's schedule; SAM and the other baselines keep a constant radius, as in
+    their own papers, so a comparison does not hand them GraphSAM's decay)."""
+    if schedule not in ("auto", "step", "constant"):
+        raise OptimConfigError(f"rho schedule must be auto, step or constant, got {schedule!r}")
+    return schedule == "step" or (schedule == "auto" and optimizer_name == "graphsam")
+
+
 def set_rho(optimizer: torch.optim.Optimizer, rho: float) -> None:
     """Write ρ into every param group that has one (a no-op for plain optimizers such as Adam)."""
     for group in optimizer.param_groups:

@@ -32,7 +32,7 @@ from molsam.devices import resolve_precision
 from molsam.errors import CheckpointError
 from molsam.models.gps import GPSModel
 from molsam.optim import build_optimizer, reanchor, valid_keywords
-from molsam.optim.schedules import NoamLR, rho_at, set_rho
+from molsam.optim.schedules import NoamLR, rho_at, rho_schedule_is_step, set_rho
 from molsam.train.checkpoint import (
     build_checkpoint,
     load_checkpoint,
@@ -61,6 +61,11 @@ class EpochRecord:
     graphs_per_s: float
     val: dict = field(default_factory=dict)
     test: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
+
+
+#: metrics.csv columns of GraphSAM's SAM-direction diagnostic (train.log_sam_cosine).
+DIAGNOSTIC_COLUMNS = ("sam_cos_mean", "sam_cos_min", "e_norm_mean", "g_norm_mean")
 
 
 @dataclass
@@ -101,6 +106,8 @@ def make_optimizer(
             kwargs[key] = value
     if "total_steps" in accepted:
         kwargs["total_steps"] = recipe.train.epochs * steps_per_epoch
+    if recipe.train.log_sam_cosine:
+        kwargs["track_sam_cosine"] = True
     kwargs.update(o.extra)
     return build_optimizer(o.name, model.named_parameters(), **kwargs)
 
@@ -276,7 +283,9 @@ class ReplicateTrainer:
                 break
             started = time.perf_counter()
             self.model.train()
-            rho = rho_at(epoch, o.rho, o.gamma, o.rho_every)
+            rho = o.rho
+            if rho_schedule_is_step(o.rho_schedule, o.name):
+                rho = rho_at(epoch, o.rho, o.gamma, o.rho_every)
             set_rho(self.optimizer, rho)
             if epoch % o.reanchor_every == 0:
                 reanchor(self.optimizer)
@@ -291,11 +300,14 @@ class ReplicateTrainer:
                                       "steps": self.steps_per_epoch,
                                       "loss": float(loss_sum) / (step + 1)})
             train_loss = float(loss_sum) / self.steps_per_epoch
-            seconds = time.perf_counter() - started
+            diagnostics = _pop_diagnostics(self.optimizer)
+            # The diagnostic's extra passes are not training cost.
+            seconds = time.perf_counter() - started - diagnostics.pop("diag_seconds", 0.0)
             record = EpochRecord(
                 epoch=epoch, train_loss=train_loss, lr=self.optimizer.param_groups[0]["lr"],
                 rho=rho, seconds=seconds, graphs_per_s=len(order) / seconds,
                 val=self._evaluate(self.split.val), test=self._evaluate(self.split.test),
+                diagnostics=diagnostics,
             )
             self._after_epoch(record)
         self.finished = True
@@ -319,7 +331,8 @@ class ReplicateTrainer:
         if patience is not None and self.bad_epochs >= patience:
             self.finished = True
         self.last_epoch = record.epoch
-        _append_metrics(self.out_dir / "metrics.csv", record, self.task)
+        _append_metrics(self.out_dir / "metrics.csv", record, self.task,
+                        self.recipe.train.log_sam_cosine)
         save_checkpoint(self.out_dir / "last.pt", self._checkpoint(record.epoch, True))
         self.on_progress({
             "seed": self.seed, "epoch": record.epoch, "epochs": self.recipe.train.epochs,
@@ -344,15 +357,24 @@ class ReplicateTrainer:
         )
 
 
+def _pop_diagnostics(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's per-epoch diagnostics (GraphSAM's SAM cosine), {} for the others."""
+    pop = getattr(optimizer, "pop_diagnostics", None)
+    return pop() if callable(pop) else {}
+
+
 # ---------------------------------------------------------------------------- metrics.csv
 def _metric_columns(task: str) -> list[str]:
     names = metric_names(task)
     return [f"val_{m}" for m in names] + [f"test_{m}" for m in names]
 
 
-def _append_metrics(path: Path, record: EpochRecord, task: str) -> None:
+def _append_metrics(path: Path, record: EpochRecord, task: str, diagnostics: bool) -> None:
+    """One row; `diagnostics` (train.log_sam_cosine) adds the DIAGNOSTIC_COLUMNS."""
     columns = ["epoch", "train_loss", *_metric_columns(task), "lr", "rho", "seconds",
                "graphs_per_s"]
+    if diagnostics:
+        columns += list(DIAGNOSTIC_COLUMNS)
     row = {"epoch": record.epoch, "train_loss": f"{record.train_loss:.6g}",
            "lr": f"{record.lr:.6g}", "rho": f"{record.rho:.6g}",
            "seconds": f"{record.seconds:.4f}", "graphs_per_s": f"{record.graphs_per_s:.1f}"}
@@ -360,6 +382,9 @@ def _append_metrics(path: Path, record: EpochRecord, task: str) -> None:
         for name in metric_names(task):
             value = (scores.get("mean") or {}).get(name) if scores else None
             row[f"{part}_{name}"] = "" if value is None else f"{value:.6g}"
+    for name in DIAGNOSTIC_COLUMNS if diagnostics else ():
+        value = record.diagnostics.get(name)
+        row[name] = "" if value is None else f"{value:.6g}"
     new = not path.exists()
     with open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

@@ -223,3 +223,39 @@ def test_suite_errors_name_the_key(tmp_path, raw, message):
     (tmp_path / "r.yaml").write_text("data: {path: x.csv}\n")
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         suite_from_dict(raw, "suite.yaml", base_dir=tmp_path)
+
+
+def test_variants_in_parallel_jobs_equal_plain_optimizers_run_serially(suite_file, finished, tmp_path):
+    # A variant is a named optimizer setting: graphsam with the same override as the finished
+    # grid's graphsam column must give the same numbers, also when two cells train at once in
+    # worker processes. Adam cells of both grids must agree as well.
+    base = suite_file.parent
+    suite = suite_from_dict({
+        "datasets": {"bbbp": "recipes/bbbp.yaml"},
+        "optimizers": ["adam", "gs_r05"],
+        "variants": {"gs_r05": {"optimizer": "graphsam", "set": ["optim.rho=0.05"]}},
+        "seeds": [0], "set": TINY,
+    }, base_dir=base)
+    out = tmp_path / "variants"
+    run_benchmark(suite, out, jobs=2)
+    got = _cells(out)
+    want = _cells(finished)
+    assert got[("bbbp", "gs_r05", "0")]["test"] == want[("bbbp", "graphsam", "0")]["test"]
+    assert got[("bbbp", "adam", "0")]["test"] == want[("bbbp", "adam", "0")]["test"]
+    recipe = (out / "cells" / "bbbp" / "gs_r05" / "seed_0" / "recipe.yaml").read_text()
+    assert "name: graphsam" in recipe and "rho: 0.05" in recipe
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"variants": {"sam": {"optimizer": "sam"}}}, "variants.sam: a variant name must be"),
+    ({"variants": {"v": {"optimizer": "samm"}}}, "variants.v.optimizer: 'samm' is not one of"),
+    ({"variants": {"v": {"optimizer": "sam", "set": ["split.seed=3"]}}},
+     "variants.v.set[0]: split.seed cannot be overridden"),
+    ({"variants": {"v": {"optimizer": "sam", "sett": []}}}, "variants.v.sett: unknown key"),
+])
+def test_bad_variants_are_refused_in_one_line(tmp_path, raw, message):
+    (tmp_path / "r.yaml").write_text("data: {path: x.csv}\n")
+    suite = {"datasets": {"a": "r.yaml"}, "optimizers": ["adam", *raw["variants"]], "seeds": [0],
+             **raw}
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        suite_from_dict(suite, base_dir=tmp_path)

@@ -131,3 +131,47 @@ def test_every_recipe_loads_and_validates(path):
     recipe = load_recipe(path)
     assert recipe.split.method == "scaffold"
     assert recipe.optim.name == "graphsam"
+
+
+def _column(run_dir: Path, name: str) -> list[float]:
+    with open(run_dir / "seed_0" / "metrics.csv", newline="") as handle:
+        return [float(row[name]) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "schedule", "decays"),
+    [("graphsam", "auto", True), ("sam", "auto", False), ("looksam", "auto", False),
+     ("sam", "step", True), ("graphsam", "constant", False)],
+)
+def test_rho_decays_only_for_graphsam_unless_asked(tmp_path, optimizer, schedule, decays):
+    # Fair baselines: GraphSAM's gradient-ball decay is its paper's; SAM and the other wrappers
+    # keep a constant rho unless their recipe asks for the schedule.
+    data = _fixture_csv(tmp_path, "esol.csv", 20)
+    recipe = _recipe(data, optim={"name": optimizer, "rho": 0.04, "gamma": 0.5, "rho_every": 1,
+                                  "rho_schedule": schedule}, train={"epochs": 3})
+    train_recipe(recipe, tmp_path / "run")
+    expected = [0.04, 0.02, 0.01] if decays else [0.04, 0.04, 0.04]
+    assert _column(tmp_path / "run", "rho") == pytest.approx(expected)
+
+
+def test_sam_cosine_is_logged_per_epoch_and_leaves_training_unchanged(tmp_path):
+    data = _fixture_csv(tmp_path, "bbbp.csv", 40)
+    sections = {"optim": {"name": "graphsam", "rho": 0.05},
+                "model": {**TINY_MODEL, "dropout": 0.2}}  # dropout: the extra pass forks the RNG
+    plain = _recipe(data, **sections)
+    traced = _recipe(data, **sections, train={"log_sam_cosine": True})
+    train_recipe(plain, tmp_path / "plain")
+    train_recipe(traced, tmp_path / "traced")
+    a, b = _weights(tmp_path / "plain/seed_0/last.pt"), _weights(tmp_path / "traced/seed_0/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cos_mean = _column(tmp_path / "traced", "sam_cos_mean")
+    cos_min = _column(tmp_path / "traced", "sam_cos_min")
+    assert len(cos_mean) == 3
+    assert all(-1.0 <= lo <= m <= 1.0 for lo, m in zip(cos_min, cos_mean))
+    assert all(n > 0 for n in _column(tmp_path / "traced", "g_norm_mean"))
+    assert "sam_cos_mean" not in _metric_rows(tmp_path / "plain")[0]
+
+
+def test_sam_cosine_needs_graphsam(tmp_path):
+    with pytest.raises(ConfigError, match="train.log_sam_cosine: only graphsam"):
+        _recipe(tmp_path / "x.csv", optim={"name": "sam"}, train={"log_sam_cosine": True})

@@ -638,3 +638,58 @@ def test_rst_probability_schedule_and_rate() -> None:
     const = RST(model.parameters(), lr=1e-3, p_start=0.5, seed=3)
     run(model, const, [(x, y)] * 200)
     assert 70 <= const._counters["sam_steps"] <= 130  # Binomial(200, 0.5): ±4.2 sigma
+
+
+def test_reanchor_drops_the_estimate_of_parameters_without_gradient() -> None:
+    # docs/GRAPHSAM.md: parameters without a gradient are left out of norms and perturbation.
+    # A parameter that had a gradient before but none in the anchor pass must not keep its old
+    # (stale) direction, which would still count in the norm of e.
+    model = make_model()
+    opt = GraphSAM(model.parameters(), rho=0.05)
+    data = batches(2)
+
+    def with_unused(batch):
+        x, y = batch
+
+        def closure():
+            loss = ((model(x) - y) ** 2).mean() + model.unused.square().sum()
+            loss.backward()
+            return loss
+
+        return closure
+
+    opt.step(with_unused(data[0]))
+    assert "e" in opt.state[model.unused]
+    opt.reanchor()
+    opt.step(closure_for(model, data[1]))  # the anchor pass gives `unused` no gradient
+    assert "e" not in opt.state[model.unused]
+    assert all("e" in opt.state[p] for p in (model.w1, model.b1, model.w2, model.b2))
+
+
+def test_sam_cosine_diagnostic_matches_hand_computation_and_changes_nothing() -> None:
+    data = batches(3)
+    traced_model, plain_model = make_model(), make_model()
+    traced = GraphSAM(traced_model.parameters(), rho=0.05, beta=0.9, track_sam_cosine=True)
+    plain = GraphSAM(plain_model.parameters(), rho=0.05, beta=0.9)
+    expected = []
+    for batch in data:
+        ps = list(traced_model.parameters())[:4]  # `unused` never has a gradient nor an e
+        if "e" in traced.state[ps[0]]:  # not the anchor step: e exists before the step
+            e = [traced.state[p]["e"].clone() for p in ps]
+            g, _ = _grad_at(ps, batch)
+            dot = sum((a * b).sum() for a, b in zip(e, g))
+            expected.append((float(dot / (_norm(e) * _norm(g))), float(_norm(e)), float(_norm(g))))
+        traced.step(closure_for(traced_model, batch))
+        plain.step(closure_for(plain_model, batch))
+    stats = traced.pop_diagnostics()
+    assert stats["diag_steps"] == len(expected) == 2  # the anchor step is not counted
+    cosines = [c for c, _, _ in expected]
+    assert stats["sam_cos_mean"] == pytest.approx(sum(cosines) / 2, abs=1e-5)
+    assert stats["sam_cos_min"] == pytest.approx(min(cosines), abs=1e-5)
+    assert stats["e_norm_mean"] == pytest.approx(sum(e for _, e, _ in expected) / 2, rel=1e-5)
+    assert stats["g_norm_mean"] == pytest.approx(sum(g for _, _, g in expected) / 2, rel=1e-5)
+    assert stats["diag_seconds"] > 0
+    assert traced.pop_diagnostics() == {}  # reset after reading
+    # The extra pass changes nothing: same weights as without the diagnostic.
+    for a, b in zip(params_of(traced_model), params_of(plain_model)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
