@@ -39,6 +39,9 @@ SCHEDULES = ("noam", "constant")
 #: "constant" keeps rho; "auto" is "step" for graphsam (the paper's) and "constant" for every
 #: other optimizer (the baselines' own papers use a constant radius).
 RHO_SCHEDULES = ("auto", "step", "constant")
+#: which parameters a sharpness-aware optimizer perturbs: "all", or "weights": the matrices of
+#: linear layers only (no biases, LayerNorm parameters or embedding tables).
+PERTURB = ("all", "weights")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 CLASSIFICATION_METRICS = ("roc_auc", "prc_auc", "accuracy")
@@ -243,6 +246,7 @@ class OptimConfig:
     gamma: float = _spec(number(0.0, 1.0, low_open=True), 0.5)
     rho_every: int = _spec(integer(1), 1)
     rho_schedule: str = _spec(choice(RHO_SCHEDULES), "auto")
+    perturb: str = _spec(choice(PERTURB), "all")
     reanchor_every: int = _spec(integer(1), 1)
     k: int | None = _spec(optional(integer(1)), None)
     alpha: float | None = _spec(optional(number()), None)

@@ -92,11 +92,17 @@ def grads_by_group(
     """Per param group: the parameters that have a `.grad` now, and those gradients.
 
     Parameters without a gradient in this pass (unused branch, frozen) are left out of every norm
-    and perturbation; they are simply not in the lists.
+    and perturbation; they are simply not in the lists. So is every parameter of a group with
+    `perturb=False` (e.g. biases and LayerNorm gains, which several SAM variants do not perturb):
+    the base optimizer still steps them with their plain gradient.
     """
     params: list[list[Tensor]] = []
     grads: list[list[Tensor]] = []
     for group in param_groups:
+        if not group.get("perturb", True):
+            params.append([])
+            grads.append([])
+            continue
         ps = [p for p in group["params"] if p.grad is not None]
         params.append(ps)
         grads.append([p.grad for p in ps])

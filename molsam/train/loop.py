@@ -109,7 +109,23 @@ def make_optimizer(
     if recipe.train.log_sam_cosine:
         kwargs["track_sam_cosine"] = True
     kwargs.update(o.extra)
-    return build_optimizer(o.name, model.named_parameters(), **kwargs)
+    return build_optimizer(o.name, parameter_groups(model, o.perturb), **kwargs)
+
+
+def parameter_groups(model: torch.nn.Module, perturb: str) -> list[dict]:
+    """One group of every parameter ("all"), or ("weights") the matrices of linear layers in
+    one group and the rest (biases, LayerNorm gains and shifts, embedding tables) in a group with
+    `perturb=False`, which sharpness-aware optimizers leave out of norms and perturbations
+    (molsam.optim._base.grads_by_group) and the base optimizer steps as usual.
+
+    Parameters go in as (name, tensor) pairs, so ASAM tells weights from biases by name."""
+    named = list(model.named_parameters())
+    if perturb == "all":
+        return [{"params": named}]
+    weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    perturbed = [(n, p) for n, p in named if id(p) in weights]
+    kept = [(n, p) for n, p in named if id(p) not in weights]
+    return [{"params": perturbed}, {"params": kept, "perturb": False}]
 
 
 def warmup_epochs(recipe: Recipe) -> tuple[float, str | None]:

@@ -239,3 +239,17 @@ def test_checkpoint_with_the_old_gate_bias_still_loads() -> None:
     batch = make_batch(mols(SMILES))
     with torch.no_grad():
         torch.testing.assert_close(fresh(batch), model(batch))
+
+
+def test_parameter_groups_weights_split_every_parameter_once() -> None:
+    from molsam.train.loop import parameter_groups
+
+    model = seeded_model(pooling="attention")
+    groups = parameter_groups(model, "weights")
+    ids = [id(p) for g in groups for _, p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    perturbed = {name for name, _ in groups[0]["params"]}
+    assert groups[1]["perturb"] is False
+    assert all(n.endswith(".weight") and "norm" not in n and "embedding" not in n for n in perturbed)
+    assert "layers.0.attn.qkv.weight" in perturbed and "head.3.weight" in perturbed
+    assert parameter_groups(model, "all")[0]["params"] == list(model.named_parameters())

@@ -693,3 +693,28 @@ def test_sam_cosine_diagnostic_matches_hand_computation_and_changes_nothing() ->
     # The extra pass changes nothing: same weights as without the diagnostic.
     for a, b in zip(params_of(traced_model), params_of(plain_model)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["sam", "graphsam", "looksam"])
+def test_group_with_perturb_false_is_neither_perturbed_nor_in_the_norm(name: str) -> None:
+    model = make_model()
+    kept = [model.b1, model.b2]
+    perturbed = [model.w1, model.w2]
+    opt = build_optimizer(name, [{"params": perturbed},
+                                 {"params": kept + [model.unused], "perturb": False}], rho=0.1)
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    seen = []
+
+    def closure(batch=batches(1)[0]):
+        seen.append({id(p): p.detach().clone() for p in model.parameters()})
+        return closure_for(model, batch)()
+
+    opt.step(closure)
+    last = seen[-1]  # the perturbed pass
+    for p in kept:
+        assert torch.equal(last[id(p)], before[id(p)])  # not perturbed
+    # the whole radius goes to the perturbed group: ||eps|| over w1, w2 alone is rho
+    eps = [last[id(p)] - before[id(p)] for p in perturbed]
+    assert float(_norm(eps)) == pytest.approx(0.1, rel=1e-4)
+    for p in kept:  # but the base optimizer still steps them
+        assert not torch.equal(p.detach(), before[id(p)])
