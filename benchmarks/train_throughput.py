@@ -39,7 +39,6 @@ from molsam.optim import reanchor
 from molsam.optim.schedules import rho_at, set_rho
 from molsam.train.loop import ReplicateTrainer
 
-DATA = "/work/shared/data/moleculenet/bbbp.csv"
 OPTIMIZERS = ("adam", "sam", "graphsam")
 
 
@@ -49,7 +48,7 @@ class MolsamRunner:
 
     def __init__(self, store, source, optimizer: str, batch_size: int, args, device, out_dir):
         recipe_dict = {
-            "data": {"path": DATA, "target_columns": ["p_np"]},
+            "data": {"path": args.data, "target_columns": ["p_np"]},
             "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads},
             "optim": {"name": optimizer},
             "train": {"batch_size": batch_size, "epochs": 30, "device": device.type,
@@ -172,7 +171,8 @@ def sync(device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=DATA)
+    parser.add_argument("--data", default="bbbp",
+                        help="CSV file or dataset name (MOLSAM_DATA_DIR for local copies)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads on the CPU (default: torch's default)")

@@ -261,7 +261,10 @@ class TrainConfig:
     log_sam_cosine: GraphSAM only; every step also computes the exact SAM perturbation gradient
     (one extra pass, excluded from the timing) and logs its cosine with GraphSAM's estimate and
     both norms to metrics.csv (the paper's Fig. 3 diagnostic). Training follows the same path
-    with or without it."""
+    with or without it.
+    deterministic: bitwise-repeatable runs on CUDA too (torch.use_deterministic_algorithms and
+    CUBLAS_WORKSPACE_CONFIG while training; slower on a GPU, no effect on the CPU, which is
+    deterministic anyway)."""
 
     epochs: int = _spec(integer(1), 30)
     batch_size: int = _spec(integer(1), 32)
@@ -274,6 +277,7 @@ class TrainConfig:
     workers: int | None = _spec(optional(integer(0)), None)
     threads: int | None = _spec(optional(integer(1)), None)
     log_sam_cosine: bool = _spec(boolean, False)
+    deterministic: bool = _spec(boolean, False)
 
 
 @dataclass(frozen=True)

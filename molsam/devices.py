@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -53,3 +54,33 @@ def cpu_threads(device: torch.device, threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+#: cuBLAS needs a fixed workspace to be deterministic (NVIDIA's cuBLAS docs, "Results
+#: reproducibility"); this is the smaller of the two documented settings.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Within the block, torch uses only deterministic kernels when `enabled` (and refuses ops
+    that have none), then the previous setting is restored.
+
+    Why it matters on CUDA: `index_add_` (message passing, pooling) and the backward of
+    `index_select` accumulate with atomics by default, so two runs with the same seed differ in
+    the last bits and then drift apart. On the CPU molsam's kernels are deterministic anyway (same
+    seed, same numbers on the same machine). CUBLAS_WORKSPACE_CONFIG is set when unset; cuBLAS
+    reads it when it creates its handle, so it takes effect only if this is the process's first
+    CUDA work (set it in the environment to be sure).
+    """
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    before = torch.are_deterministic_algorithms_enabled()
+    before_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)

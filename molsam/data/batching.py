@@ -3,11 +3,13 @@
 A batch is built by a few vectorized gathers over the store's concatenated arrays (CSR offsets).
 Sizes that shape the output (total atoms, total bonds, largest molecule) are computed on the host
 from a host copy of the per-molecule counts, so building a batch on the GPU never waits for it.
+The per-molecule counts also live on the device (uploaded once with the store), and a training
+epoch uploads its whole order once (`upload_order`): a batch then needs no host-to-device copy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -117,23 +119,42 @@ class BatchSource:
     y: Tensor | None
     atom_counts_host: np.ndarray
     bond_counts_host: np.ndarray
+    #: int64 [G] per-molecule atom and bond counts on the device (derived from the offsets).
+    atom_counts: Tensor = field(init=False, repr=False)
+    bond_counts: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # On the device once, so a batch gathers its counts there instead of copying them up.
+        self.atom_counts = torch.diff(self.atom_ptr)
+        self.bond_counts = torch.diff(self.bond_ptr)
 
     @property
     def device(self) -> torch.device:
         return self.atom_codes.device
 
-    def gather(self, index: np.ndarray) -> GraphBatch:
-        """Batch of molecules `index` (host int array [B]); tensors live on `self.device`."""
+    def upload_order(self, order: np.ndarray) -> Tensor:
+        """An epoch's molecule order (host int array) on the device: one copy per epoch; pass
+        slices of it with the matching host slices to `gather`."""
+        return torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(self.device)
+
+    def gather(self, index: np.ndarray, index_on_device: Tensor | None = None) -> GraphBatch:
+        """Batch of molecules `index` (host int array [B]); tensors live on `self.device`.
+
+        `index_on_device` is the same index already on the device (a slice of `upload_order`);
+        without it the index is copied up here (the batch's only host-to-device copy).
+        """
         index = np.asarray(index, dtype=np.int64)
         atom_counts_host = self.atom_counts_host[index]
         bond_counts_host = self.bond_counts_host[index]
         total_atoms = int(atom_counts_host.sum())
         total_bonds = int(bond_counts_host.sum())
         device = self.device
-        idx = torch.from_numpy(index).to(device, non_blocking=True)
+        idx = index_on_device
+        if idx is None:
+            idx = torch.from_numpy(index).to(device, non_blocking=True)
         num_graphs = len(index)
-        atom_counts = torch.from_numpy(atom_counts_host).to(device, non_blocking=True)
-        bond_counts = torch.from_numpy(bond_counts_host).to(device, non_blocking=True)
+        atom_counts = self.atom_counts[idx]
+        bond_counts = self.bond_counts[idx]
         graphs = torch.arange(num_graphs, device=device)
 
         node_graph = torch.repeat_interleave(graphs, atom_counts, output_size=total_atoms)

@@ -13,7 +13,10 @@ Choices that differ from the paper's reference code, and why:
 - No host synchronization in `forward`: the dense attention layout is built from
   `batch.node_graph`, `batch.node_slot` and the host int `batch.max_atoms` with index_copy, never
   with `to_dense_batch` (which calls `.item()` without `max_num_nodes`), boolean-mask indexing,
-  `.nonzero()` or `.tolist()`. That keeps a train step capturable as one CUDA graph per shape.
+  `.nonzero()` or `.tolist()`. The forward is therefore capturable in a CUDA graph once the
+  batch's shapes are fixed (molsam.train.static pads batches to bucketed shapes and captures the
+  whole step there: Adam with capturable=True, lr and rho as device tensors, re-anchor steps
+  eager); an eager step with varying shapes is not captured.
 - torch-geometric (Fey & Lenssen, ICLR-W 2019) ops are equivalent but not used, because none
   made a step faster (benchmarks/pyg_ops.py, CPU, BBBP batch 32, hidden 64 x 3, same run:
   GINEConv 1.00-1.05x molsam's step time, `scatter` readout 0.99-1.10x, `to_dense_batch` with

@@ -32,6 +32,7 @@ from molsam.devices import resolve_precision
 from molsam.errors import CheckpointError
 from molsam.models.gps import GPSModel
 from molsam.optim import build_optimizer, reanchor, valid_keywords
+from molsam.optim.placement import settle_optimizer_state
 from molsam.optim.schedules import NoamLR, rho_at, rho_schedule_is_step, set_rho
 from molsam.train.checkpoint import (
     build_checkpoint,
@@ -188,6 +189,8 @@ class ReplicateTrainer:
             dropout=m.dropout, pe_steps=m.pe_steps, pooling=m.pooling,
             attn_dropout=m.attn_dropout,
         ).to(device)
+        #: Adam with capturable=True (device-side step counters), for CUDA-graph steps.
+        self.capturable = False
         t = recipe.train
         self.steps_per_epoch = max(1, math.ceil(len(split.train) / t.batch_size))
         self.optimizer = make_optimizer(recipe, self.model, self.steps_per_epoch)
@@ -227,7 +230,12 @@ class ReplicateTrainer:
 
     def resume(self, path: Path) -> None:
         """Continue from `last.pt`: everything as it was at the end of its epoch."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        # Read onto the CPU: load_state_dict copies weights to the model's device and torch's
+        # optimizers move moments to each parameter's device but keep Adam's `step` counters
+        # where they were loaded. Counters loaded onto CUDA (map_location=device) would make a
+        # non-capturable Adam call .item() on them twice per parameter per step (a host sync
+        # each); with capturable=True torch itself moves them to the device.
+        ckpt = load_checkpoint(path, map_location="cpu")
         state = ckpt.get("training_state")
         if not state:
             raise CheckpointError(f"{path}: holds no training state; it cannot be resumed")
@@ -244,6 +252,7 @@ class ReplicateTrainer:
                 )
         self.model.load_state_dict(ckpt["model_state"])
         self.optimizer.load_state_dict(state["optimizer"])
+        settle_optimizer_state(self.optimizer, capturable=self.capturable)
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"], self.rng)
@@ -279,8 +288,9 @@ class ReplicateTrainer:
     def _evaluate(self, indices: np.ndarray) -> dict:
         if len(indices) == 0:
             return {}
-        raw = predict_raw(self.model, self.source, indices, batch_size=256,
-                          autocast_dtype=self.autocast_dtype).cpu().numpy()
+        # fp32, as `molsam evaluate` and `molsam predict` score checkpoints: the best epoch is
+        # chosen on the same numbers a user will see (autocast is for the training step only).
+        raw = predict_raw(self.model, self.source, indices, batch_size=256).cpu().numpy()
         predictions = to_output_units(raw, self.task, self.scaler)
         labels = self.source.y[torch.as_tensor(indices, device=self.device)].cpu().numpy()
         return task_metrics(labels, predictions, self.task, self.target_names)
@@ -306,10 +316,11 @@ class ReplicateTrainer:
             if epoch % o.reanchor_every == 0:
                 reanchor(self.optimizer)
             order = train_index[self.rng.permutation(len(train_index))]
+            order_on_device = self.source.upload_order(order)  # one copy per epoch
             loss_sum = torch.zeros((), device=self.device)
             for step, start in enumerate(range(0, len(order), t.batch_size)):
                 index = order[start : start + t.batch_size]
-                batch = self.source.gather(index)
+                batch = self.source.gather(index, order_on_device[start : start + t.batch_size])
                 loss_sum += self._train_step(batch, self.targets[batch.index])
                 if (step + 1) % t.log_every == 0:  # the only host sync inside an epoch
                     self.on_progress({"seed": self.seed, "epoch": epoch, "step": step + 1,

@@ -27,7 +27,12 @@ from molsam.data.store import GraphStore
 from molsam.errors import ConfigError, InputError
 from molsam.jsonio import write_json_atomic
 from molsam.outputs import output_folder
-from molsam.devices import DEFAULT_CPU_THREADS, cpu_threads, resolve_device
+from molsam.devices import (
+    DEFAULT_CPU_THREADS,
+    cpu_threads,
+    deterministic_algorithms,
+    resolve_device,
+)
 from molsam.train.loop import ReplicateResult, ReplicateTrainer, warmup_epochs
 from molsam.train.metrics import mean_std
 from molsam.train.plots import plot_learning_curves
@@ -141,7 +146,8 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
     device = resolve_device(recipe.train.device, key="train.device")
     source = store.batch_source(device)
     results: list[ReplicateResult] = []
-    with cpu_threads(device, recipe.train.threads or DEFAULT_CPU_THREADS):
+    with cpu_threads(device, recipe.train.threads or DEFAULT_CPU_THREADS), \
+            deterministic_algorithms(recipe.train.deterministic):
         for seed in recipe.train.seeds:
             trainer = ReplicateTrainer(
                 recipe, recipe_dict, source, split, task=task, target_names=store.target_names,

@@ -30,7 +30,9 @@ def _recipe(data: Path, **sections):
         "data": {"path": str(data)},
         "split": {"method": "random", "sizes": [0.6, 0.2, 0.2], "seed": 0},
         "model": TINY_MODEL,
-        "train": {"epochs": 3, "batch_size": 8, "seeds": [0], "workers": 1},
+        # Pinned to the CPU: the bitwise tests below compare runs exactly, which CUDA's atomics
+        # only allow under train.deterministic (tests/gpu covers that).
+        "train": {"epochs": 3, "batch_size": 8, "seeds": [0], "workers": 1, "device": "cpu"},
     }
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value}

@@ -232,15 +232,3 @@ def test_model_paths_from_run_directory(tmp_path):
     assert resolve_model_paths([run]) == [run / "seed_2" / "best.pt", run / "seed_10" / "best.pt"]
     with pytest.raises(CheckpointError, match="not a molsam run directory"):
         resolve_model_paths([tmp_path])
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_auto_device_uses_cuda_and_matches_cpu(tmp_path):
-    run, _ = make_run(tmp_path / "run", "regression", seeds=(0, 1), steps=2)
-    on_gpu = load_ensemble([run])  # device auto
-    assert on_gpu.device.type == "cuda"
-    assert all(p.device.type == "cuda" for m in on_gpu.models for p in m.parameters())
-    on_cpu = load_ensemble([run], device="cpu")
-    np.testing.assert_allclose(predict_smiles(on_gpu, SMILES).members,
-                               predict_smiles(on_cpu, SMILES).members, atol=1e-4)
