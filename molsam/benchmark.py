@@ -68,7 +68,8 @@ SUITE_KEYS = ("datasets", "optimizers", "variants", "seeds", "set", "optimizer_s
               "reference", "sharpness")
 DATASET_KEYS = ("recipe", "set")
 VARIANT_KEYS = ("optimizer", "set")
-SHARPNESS_KEYS = ("rhos", "ascent_steps", "hessian_iters", "trace_probes", "landscape")
+#: options of `molsam.analysis.sharpness.measure_checkpoint` a suite may set
+SHARPNESS_KEYS = ("rhos", "steps", "iters", "tol", "probes", "landscape", "batch_size", "seed")
 # Keys the grid itself sets per cell: a suite override of them would silently break the grid.
 GRID_KEYS = ("optim.name", "train.seeds", "split.seed")
 
@@ -428,8 +429,8 @@ def _run_parallel(suite: Suite, out: Path, pending: list[dict], jobs: int,
 
     queue = list(pending)
     running = {}
-    with ProcessPoolExecutor(max_workers=jobs,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         while queue or running:
             while queue and len(running) < jobs:
                 info = queue.pop(0)
@@ -439,6 +440,23 @@ def _run_parallel(suite: Suite, out: Path, pending: list[dict], jobs: int,
             for future in done:
                 info = running.pop(future)
                 report({**info, **future.result(), "status": "finished"})
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the benchmark process is gone.
+
+    A pool worker outlives a parent killed by a signal and would go on training its cell
+    while a rerun of the grid resumes the same cell: two writers in one run directory. A daemon
+    thread polls the parent's pid (portable, unlike Linux's PR_SET_PDEATHSIG).
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def _measure_sharpness(suite: Suite, cell: Cell, out: Path) -> None:
@@ -497,7 +515,49 @@ def _cell_record(suite: Suite, cell: Cell, out: Path) -> dict | None:
         "train_seconds": replicate["train_seconds"], "graphs_per_s": replicate["graphs_per_s"],
         "wall_seconds": timing.get("wall_seconds"), "resumed": timing.get("resumed"),
         **_cosine_record(run_dir / f"seed_{cell.seed}" / "metrics.csv"),
+        **_sharpness_record(run_dir / "sharpness.json"),
     }
+
+
+def _sharpness_record(path: Path) -> dict:
+    """Flatness of the cell's best.pt (sharpness.json): top Hessian eigenvalue, Hutchinson
+    trace and rho-sharpness per measured rho (`sharpness_rho<r>`); empty when not measured."""
+    if not path.is_file():
+        return {}
+    measured = json.loads(path.read_text())
+    out = {"top_eigenvalue": (measured.get("top_eigenvalue") or {}).get("eigenvalue"),
+           "hessian_trace": (measured.get("trace") or {}).get("trace")}
+    for entry in measured.get("rho_sharpness") or []:
+        out[f"sharpness_rho{entry['rho']:g}"] = entry["sharpness"]
+    return out
+
+
+def _flatness_summary(suite: Suite, records: list[dict]) -> dict:
+    """Per (dataset, optimizer): the mean over seeds of every flatness column, except the
+    smallest cosine, which stays the smallest."""
+    out = {}
+    for column in _flatness_columns(suite):
+        values = [r[column] for r in records if r.get(column) is not None]
+        if column == "sam_cos_min":
+            out[column] = min(values) if values else None
+        else:
+            out[f"{column}_mean"] = mean_std(values)[0]
+    return out
+
+
+def _summary_column(column: str) -> str:
+    return column if column == "sam_cos_min" else f"{column}_mean"
+
+
+def _flatness_columns(suite: Suite) -> list[str]:
+    """cells.csv / results.csv columns of the flatness measurements this suite asks for."""
+    columns = ["sam_cos_mean", "sam_cos_min"]
+    if suite.sharpness is not None:
+        from molsam.analysis.sharpness import DEFAULT_RHOS
+
+        rhos = suite.sharpness.get("rhos", DEFAULT_RHOS)
+        columns += ["top_eigenvalue", "hessian_trace", *(f"sharpness_rho{r:g}" for r in rhos)]
+    return columns
 
 
 def _cosine_record(metrics_csv: Path) -> dict:
@@ -548,6 +608,7 @@ def collect_results(suite: Suite, out_dir: str | Path) -> dict:
                 "epoch_time_vs_baseline": (rate / baseline_rate
                                            if rate is not None and baseline_rate else None),
                 "reference": suite.reference.get(entry.name),
+                **_flatness_summary(suite, mine),
             })
     return {"cells": records, "rows": rows, "missing": missing, "baseline": suite.baseline}
 
@@ -566,12 +627,12 @@ def write_results(suite: Suite, out_dir: str | Path) -> dict:
     results = collect_results(suite, out)
     _write_csv(out / "cells.csv", results["cells"], [
         "dataset", "optimizer", "seed", "metric", "test", "val", "best_epoch", "epochs_run",
-        "train_seconds", "graphs_per_s", "wall_seconds", "resumed", "sam_cos_mean",
-        "sam_cos_min"])
+        "train_seconds", "graphs_per_s", "wall_seconds", "resumed", *_flatness_columns(suite)])
     _write_csv(out / "results.csv", results["rows"], [
         "dataset", "optimizer", "metric", "n", "seeds_planned", "test_mean", "test_std",
         "val_mean", "val_std", "epochs_mean", "graphs_per_s", "train_seconds_per_run",
-        "wall_seconds_per_run", "epoch_time_vs_baseline", "reference"])
+        "wall_seconds_per_run", "epoch_time_vs_baseline", "reference",
+        *map(_summary_column, _flatness_columns(suite))])
     (out / "results.md").write_text(results_markdown(suite, results))
     plot_results(suite, results, out / "results.png")
     return results
@@ -638,11 +699,27 @@ def results_markdown(suite: Suite, results: dict) -> str:
             f"{_fmt(r['graphs_per_s'], 1)} | {_fmt(r['train_seconds_per_run'], 0)} | "
             f"{_fmt(r['wall_seconds_per_run'], 0)} | {_fmt(r['epoch_time_vs_baseline'], 2)}x |"
         )
+    lines += _flatness_markdown(suite, rows)
     missing = results["missing"]
     if missing:
         lines += ["", f"Not run ({len(missing)} cells): " + ", ".join(
             f"{c.dataset}/{c.optimizer}/seed {c.seed}" for c in missing)]
     return "\n".join(lines) + "\n"
+
+
+def _flatness_markdown(suite: Suite, rows: list[dict]) -> list[str]:
+    """A third table, when any cell has them: validation metric and flatness per row (mean over
+    seeds; the cosine is GraphSAM's estimate against the exact SAM direction)."""
+    columns = [_summary_column(c) for c in _flatness_columns(suite)]
+    if not any(r.get(c) is not None for r in rows for c in columns):
+        return []
+    header = ["dataset", "optimizer", "n", "val", "test", *columns]
+    lines = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        values = [r["dataset"], r["optimizer"], str(r["n"]), _fmt(r["val_mean"]),
+                  _fmt(r["test_mean"]), *(_fmt(r.get(c), 4) for c in columns)]
+        lines.append("| " + " | ".join(values) + " |")
+    return lines
 
 
 def plot_results(suite: Suite, results: dict, out: str | Path) -> Path:

@@ -259,3 +259,46 @@ def test_bad_variants_are_refused_in_one_line(tmp_path, raw, message):
              **raw}
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         suite_from_dict(suite, base_dir=tmp_path)
+
+
+def test_parallel_workers_end_when_the_benchmark_process_is_killed(tmp_path):
+    # A worker that outlived a killed `molsam benchmark` would keep writing into a cell that the
+    # rerun resumes: two writers in one run directory.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import multiprocessing, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from molsam.benchmark import _exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
+        "                               initializer=_exit_with_parent, initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    time.sleep(120)\n"
+    )
+    (tmp_path / "parent.py").write_text(script)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py")], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    worker = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        try:  # reap it if it became our child (it does not, but be safe)
+            os.waitpid(worker, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the pool worker outlived its parent by 30 s")
