@@ -302,3 +302,27 @@ def test_parallel_workers_end_when_the_benchmark_process_is_killed(tmp_path):
     else:
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the pool worker outlived its parent by 30 s")
+
+
+def test_sharpness_of_every_cell_is_measured_and_tabulated(suite_file, finished, tmp_path):
+    # A grid given `sharpness:` measures each finished cell's best.pt once (also cells that
+    # finished before the key was added) and reports the flatness columns per cell and per row.
+    out = tmp_path / "flat"
+    shutil.copytree(finished, out)
+    suite = dataclasses.replace(load_suite(suite_file),
+                                sharpness={"rhos": [0.05], "iters": 3, "probes": 2})
+    statuses: list[str] = []
+    run_benchmark(suite, out, on_cell=lambda info: statuses.append(info["status"]))
+    assert statuses == ["done"] * 4  # nothing retrained
+    measured = json.loads((out / "cells/bbbp/adam/seed_0/sharpness.json").read_text())
+    assert measured["split"] == "train" and measured["top_eigenvalue"]["iterations"] >= 1
+    cells = _cells(out)
+    for row in cells.values():
+        assert float(row["sharpness_rho0.05"]) >= 0.0
+        assert row["top_eigenvalue"] != "" and row["hessian_trace"] != ""
+    eigen = float(cells[("bbbp", "adam", "0")]["top_eigenvalue"])
+    assert eigen == pytest.approx(measured["top_eigenvalue"]["eigenvalue"])
+    assert "| top_eigenvalue_mean |" in (out / "results.md").read_text()
+    stamp = (out / "cells/bbbp/adam/seed_0/sharpness.json").stat().st_mtime_ns
+    run_benchmark(suite, out)  # measured once: a rerun keeps it
+    assert (out / "cells/bbbp/adam/seed_0/sharpness.json").stat().st_mtime_ns == stamp
