@@ -448,9 +448,21 @@ def tune_to_dict(space: dict[str, SearchRange | SearchChoices]) -> dict:
 # --------------------------------------------------------------------------- YAML
 
 
+#: Most values a recipe may hold once its aliases are expanded (a real recipe has ~50; a suite a
+#: few hundred). Far above any honest use, far below what makes copying the parsed tree hang.
+MAX_YAML_VALUES = 100_000
+
+
 class _RecipeLoader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`) and refuses duplicate
-    keys (plain YAML keeps the last one silently, hiding typos in long recipes)."""
+    """SafeLoader that reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`), refuses duplicate
+    keys (plain YAML keeps the last one silently, hiding typos in long recipes) and refuses a
+    document whose aliases expand it beyond MAX_YAML_VALUES values (an alias bomb: a few lines
+    that, copied or validated value by value, never finish)."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_expanded_size(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
@@ -462,6 +474,41 @@ class _RecipeLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Count the values `root` holds with every alias expanded, without expanding anything:
+    a node reached through several aliases is one object, so its size is computed once."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            if known < 0:  # still being counted: the node contains an alias to itself
+                raise yaml.composer.ComposerError(
+                    None, None, "a recursive alias (a value that contains itself)",
+                    node.start_mark)
+            return known
+        sizes[id(node)] = -1
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_VALUES:
+                raise yaml.composer.ComposerError(
+                    None, None,
+                    f"aliases expand this document beyond {MAX_YAML_VALUES} values (an alias "
+                    "bomb?); write the values out instead", node.start_mark)
+        sizes[id(node)] = total
+        return total
+
+    if root is not None:
+        size(root)
 
 
 _RecipeLoader.add_implicit_resolver(

@@ -33,7 +33,7 @@ def output_folder(path: str | Path, option: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{option} {path}: cannot create the folder ({_reason(exc)})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
+    if not _writable(path):
         raise InputError(f"{option} {path}: the folder is not writable")
     return path
 
@@ -50,7 +50,7 @@ def output_file(path: str | Path, option: str) -> Path:
     folder = path.parent
     if not folder.is_dir():
         raise InputError(f"{option} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not _writable(folder):
         raise InputError(f"{option} {path}: folder {folder} is not writable")
     return path
 
@@ -63,6 +63,11 @@ def writes_to(path: str | Path, option: str) -> Iterator[None]:
     except OSError as exc:
         where = exc.filename or path
         raise InputError(f"{option} {path}: cannot write {where} ({_reason(exc)})") from None
+
+
+def _writable(folder: Path) -> bool:
+    """May this process create files in `folder`? (The OS's answer: root may write anywhere.)"""
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _reason(exc: OSError) -> str:

@@ -39,6 +39,7 @@ from molsam.data.table import TableHeader, iter_table
 from molsam.devices import cpu_threads, resolve_device
 from molsam.errors import CheckpointError, ConfigError, InputError
 from molsam.models.gps import GPSModel
+from molsam.outputs import output_file, writes_to
 from molsam.train.checkpoint import load_checkpoint, model_from_checkpoint
 from molsam.train.inference import predict_raw, to_output_units
 
@@ -334,12 +335,9 @@ def atomic_output(destination: str | Path | TextIO | None) -> Iterator[TextIO]:
     if isinstance(destination, io.TextIOBase) or hasattr(destination, "write"):
         yield destination  # type: ignore[misc]
         return
-    path = Path(destination)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected an output file name")
-    if not path.parent.exists():
-        raise InputError(f"{path}: folder {path.parent} does not exist")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path = output_file(destination, "--out")  # a folder, a missing or read-only folder: one line
+    with writes_to(path, "--out"):
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from molsam.errors import MolsamError
+from molsam.outputs import output_file, writes_to
 from molsam.train.metrics import metric_names
 
 #: Per-task rows beyond this go to the JSON only (tox21 has 12, sider 27, toxcast 617).
@@ -36,12 +37,15 @@ def evaluate(
     from molsam.evaluate import evaluate as run_evaluation
 
     try:
+        if out is not None:
+            output_file(out, "--out")  # before scoring, not after
         result = run_evaluation(
             models, data, split=split, smiles_column=smiles_col, device=device,
             batch_size=batch_size, workers=workers,
         )
         if out is not None:
-            result.write_json(out)
+            with writes_to(out, "--out"):
+                result.write_json(out)
     except MolsamError as error:
         raise fail(error) from None
     console = Console()

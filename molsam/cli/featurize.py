@@ -13,6 +13,7 @@ from molsam.data.pipeline import DataSpec, load_store, split_store
 from molsam.data.split_stats import split_statistics, write_splits_json
 from molsam.data.splits import DEFAULT_SIZES, METHODS
 from molsam.errors import ConfigError, MolsamError
+from molsam.outputs import output_folder, writes_to
 
 MAX_TASK_COLUMNS = 4
 
@@ -52,6 +53,8 @@ def featurize(
     console = Console(stderr=True)
     try:
         start = time.perf_counter()
+        if out is not None:
+            output_folder(out, "--out")  # before featurizing, not after
         spec = DataSpec(data, smiles_col, targets or None, id_col, task)
         with progress_callback("featurizing") as update:
             store = load_store(
@@ -63,13 +66,14 @@ def featurize(
             store, split, method_sizes, seed, column=split_column, split_file=split_file
         )
         stats, warnings = split_statistics(store, indices)
-        out = out or Path("featurized") / Path(store.source).stem.lower()
-        store.save(out / "store.pt")
-        write_splits_json(
-            out / "splits.json", store, indices, method=split, seed=seed, sizes=method_sizes,
-            stats=stats,
-        )
-        store.write_invalid_rows(out / "invalid_rows.csv")
+        out = output_folder(out or Path("featurized") / Path(store.source).stem.lower(), "--out")
+        with writes_to(out, "--out"):
+            store.save(out / "store.pt")
+            write_splits_json(
+                out / "splits.json", store, indices, method=split, seed=seed, sizes=method_sizes,
+                stats=stats,
+            )
+            store.write_invalid_rows(out / "invalid_rows.csv")
     except KeyboardInterrupt:
         # Outputs are written only once everything is featurized: nothing partial is left.
         console.print("interrupted: nothing was written")

@@ -50,6 +50,8 @@ class DataSpec:
             raise InputError(
                 f"{path}: no such file (and not a dataset name; try `molsam datasets`)"
             )
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, expected a data file")
         targets = list(self.target_columns) if self.target_columns is not None else None
         return path, self.smiles_column or "smiles", targets, self.id_column, self.task
 

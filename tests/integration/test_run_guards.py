@@ -79,6 +79,6 @@ def test_out_that_is_a_file_or_unwritable_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="is an existing file, expected a folder"):
         train_recipe(recipe, existing)
     # A read-only folder (root ignores permission bits, so the check is what is exercised).
-    monkeypatch.setattr("molsam.outputs.os.access", lambda path, mode: False)
+    monkeypatch.setattr("molsam.outputs._writable", lambda folder: False)
     with pytest.raises(MolsamError, match="not writable"):
         train_recipe(recipe, tmp_path / "ro")
