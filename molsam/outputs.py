@@ -17,11 +17,13 @@ from pathlib import Path
 from molsam.errors import InputError
 
 
-def output_folder(path: str | Path, option: str) -> Path:
+def output_folder(path: str | Path, option: str, *, create: bool = True) -> Path:
     """Create `path` (and its parents) as a folder to write into and return it.
 
     Args:
         option: how the user named it (e.g. "--out"), for the message.
+        create: False only checks (a missing folder: its nearest existing parent must be a
+            writable folder), so a command can refuse early without leaving an empty folder.
 
     Raises:
         InputError: `path` is an existing file, cannot be created, or is not writable.
@@ -29,6 +31,13 @@ def output_folder(path: str | Path, option: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path}: is an existing file, expected a folder")
+    if not create:
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise InputError(f"{option} {path}: {existing} is an existing file, not a folder")
+        if not _writable(existing):
+            raise InputError(f"{option} {path}: folder {existing} is not writable")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -54,7 +54,7 @@ def featurize(
     try:
         start = time.perf_counter()
         if out is not None:
-            output_folder(out, "--out")  # before featurizing, not after
+            output_folder(out, "--out", create=False)  # before featurizing, not after
         spec = DataSpec(data, smiles_col, targets or None, id_col, task)
         with progress_callback("featurizing") as update:
             store = load_store(

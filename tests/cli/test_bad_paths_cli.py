@@ -39,7 +39,8 @@ def test_read_only_output_folders(tmp_path, data, monkeypatch):
     monkeypatch.setattr("molsam.outputs._writable", lambda folder: False)
     result = runner.invoke(app, ["featurize", str(data), "--out", str(tmp_path / "f"),
                                  "--workers", "1"])
-    _one_line_error(result, "the folder is not writable")
+    _one_line_error(result, "is not writable")
+    assert not (tmp_path / "f").exists()
     result = runner.invoke(app, ["predict", str(run), str(data), "-o", str(tmp_path / "p.csv"),
                                  "--workers", "1"])
     _one_line_error(result, f"folder {tmp_path} is not writable")
