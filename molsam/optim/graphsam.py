@@ -149,9 +149,11 @@ class GraphSAM(SharpnessAwareOptimizer):
         Parameters without a gradient in this pass or without an estimate are left out of all
         three, as they are out of the perturbation.
         """
-        started = time.perf_counter()
         device = first_device(self.param_groups)
         devices = [device] if device.type == "cuda" else []
+        if devices:  # diagnostic mode only: time the extra pass alone, not queued work
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
         with torch.random.fork_rng(devices=devices):
             self._fresh_pass(closure)
         es, gs = [], []
@@ -170,7 +172,7 @@ class GraphSAM(SharpnessAwareOptimizer):
             d["e_norm_sum"] += e_norm
             d["g_norm_sum"] += g_norm
             self._diag_steps += 1
-        if device.type == "cuda":  # diagnostic mode only: time the pass honestly
+        if devices:
             torch.cuda.synchronize(device)
         self._diag_seconds += time.perf_counter() - started
 
