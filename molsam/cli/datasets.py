@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from molsam.data.datasets import REGISTRY, dataset_info, dataset_path
 from molsam.errors import MolsamError
 
 
@@ -14,7 +10,11 @@ def datasets(
     name: str = typer.Argument(None, help="Print the local path of this dataset's file."),
 ) -> None:
     """List named datasets; with NAME, print the path of its local file (downloading it once)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from molsam.cli.main import fail
+    from molsam.data.datasets import REGISTRY, dataset_info, dataset_path
 
     if name:
         try:

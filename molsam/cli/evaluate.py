@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from molsam.errors import MolsamError
 from molsam.outputs import output_file, writes_to
-from molsam.train.metrics import metric_names
 
 #: Per-task rows beyond this go to the JSON only (tox21 has 12, sider 27, toxcast 617).
 MAX_TASK_ROWS = 30
@@ -33,6 +30,8 @@ def evaluate(
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Featurization processes."),
 ) -> None:
     """Metrics per task and averaged over tasks, for each checkpoint and their ensemble."""
+    from rich.console import Console
+
     from molsam.cli.main import fail
     from molsam.evaluate import evaluate as run_evaluation
 
@@ -67,6 +66,10 @@ def _cell(value: float | None) -> str:
 
 
 def _summary_table(result) -> Table:
+    from rich.table import Table
+
+    from molsam.train.metrics import metric_names
+
     names = metric_names(result.task)
     table = Table(title="mean over tasks" if len(result.target_names) > 1 else None)
     table.add_column("model")
@@ -81,6 +84,10 @@ def _summary_table(result) -> Table:
 
 
 def _task_table(result) -> Table:
+    from rich.table import Table
+
+    from molsam.train.metrics import metric_names
+
     names = metric_names(result.task)
     label = "ensemble" if result.ensemble is not None else "model"
     table = Table(title=f"per task ({label})")

@@ -6,12 +6,7 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from molsam.data.pipeline import DataSpec, load_store, split_store
-from molsam.data.split_stats import split_statistics, write_splits_json
-from molsam.data.splits import DEFAULT_SIZES, METHODS
+from molsam.data.split_names import DEFAULT_SIZES, METHODS
 from molsam.errors import ConfigError, MolsamError
 from molsam.outputs import output_folder, writes_to
 
@@ -47,8 +42,12 @@ def featurize(
     no_cache: bool = typer.Option(False, "--no-cache", help="Featurize even when cached."),
 ) -> None:
     """Featurize molecules, split them, and write store.pt, splits.json and invalid_rows.csv."""
+    from rich.console import Console
+
     from molsam.cli.main import fail
     from molsam.cli.progress import progress_callback
+    from molsam.data.pipeline import DataSpec, load_store, split_store
+    from molsam.data.split_stats import split_statistics, write_splits_json
 
     console = Console(stderr=True)
     try:
@@ -94,6 +93,8 @@ def featurize(
 
 
 def _split_table(store, stats: dict, method: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{method} split")
     table.add_column("part")
     table.add_column("molecules", justify="right")

@@ -8,10 +8,6 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-from molsam.config import apply_overrides, load_recipe_dict, recipe_from_dict
 from molsam.errors import MolsamError
 
 log = logging.getLogger("molsam")
@@ -26,8 +22,11 @@ def train(
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """Featurize, split, train (GraphSAM by default), keep the best epoch, test it."""
+    from rich.console import Console
+
     from molsam.cli.main import fail
     from molsam.cli.progress import progress_callback
+    from molsam.config import apply_overrides, load_recipe_dict, recipe_from_dict
     from molsam.train.run import resume_run, train_recipe
 
     console = Console(stderr=True)
@@ -86,6 +85,8 @@ def _epoch_reporter(console: Console):
 
         yield plain
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), console=console,

@@ -6,10 +6,6 @@ import logging
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from molsam.config import apply_overrides, load_recipe_dict, recipe_from_dict
 from molsam.errors import MolsamError
 
 log = logging.getLogger("molsam")
@@ -34,7 +30,10 @@ def tune(
 ) -> None:
     """Search hyper-parameters with Optuna (TPE, median pruning) on the validation metric;
     a second call with the same --out (or --storage) continues the study."""
+    from rich.console import Console
+
     from molsam.cli.main import fail
+    from molsam.config import apply_overrides, load_recipe_dict, recipe_from_dict
 
     console = Console(stderr=True)
     out = out or Path("runs") / f"tune-{recipe.stem}"
@@ -78,6 +77,8 @@ def _show(value) -> str:
 
 
 def _report(console: Console, result, out: Path) -> None:
+    from rich.table import Table
+
     from molsam.tune import best_trials, load_study
 
     study = load_study(result.storage, result.study_name)

@@ -27,9 +27,7 @@ import numpy as np
 
 from molsam.errors import ConfigError, InputError
 
-PARTS = ("train", "val", "test")
-METHODS = ("scaffold", "scaffold_balanced", "scaffold_random", "random", "column", "file")
-DEFAULT_SIZES = (0.8, 0.1, 0.1)
+from molsam.data.split_names import DEFAULT_SIZES, METHODS, PARTS  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
