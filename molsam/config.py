@@ -31,7 +31,7 @@ import yaml
 from molsam.errors import ConfigError
 
 SPLIT_METHODS = ("scaffold", "scaffold_balanced", "scaffold_random", "random", "column", "file")
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "multiclass")
 POOLINGS = ("mean", "sum", "attention")  # same as molsam.models.gps.POOLINGS (no torch import here)
 OPTIMIZERS = ("adam", "sam", "asam", "graphsam", "samk", "looksam", "aesam", "rst")
 SCHEDULES = ("noam", "constant")
@@ -46,7 +46,13 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 CLASSIFICATION_METRICS = ("roc_auc", "prc_auc", "accuracy")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
-METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
+MULTICLASS_METRICS = ("cross_entropy", "accuracy", "balanced_accuracy", "roc_auc", "macro_f1")
+METRICS = tuple(dict.fromkeys(CLASSIFICATION_METRICS + REGRESSION_METRICS + MULTICLASS_METRICS))
+TASK_METRICS = {
+    "classification": CLASSIFICATION_METRICS,
+    "regression": REGRESSION_METRICS,
+    "multiclass": MULTICLASS_METRICS,
+}
 
 Check = Callable[[str, Any], Any]
 
@@ -191,8 +197,11 @@ def _spec(check: Check, default: Any = MISSING, **kwargs: Any) -> Any:
 class DataConfig:
     """Where the molecules are. `path`: a CSV file or a named dataset (e.g. `bbbp`).
 
-    target_columns None means every numeric column other than the SMILES and id columns; a single
-    string is accepted as a one-column list. task None means inferred from the labels.
+    target_columns None means inferred (molsam.data.targets: numeric or class-label columns, ID and
+    name columns never, an error listing the candidates where it cannot tell); a single
+    string is accepted as a one-column list. task None means inferred from the labels
+    (molsam.data.targets): classification for 0/1 numbers, regression for other numbers,
+    multiclass for text labels (classes sorted; `multiclass` also makes integer labels classes).
     """
 
     path: str = _spec(string)
@@ -255,7 +264,8 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training loop. metric None means roc_auc for classification, rmse for regression.
+    """Training loop. metric None means roc_auc for classification, rmse for regression,
+    cross_entropy for multiclass.
     workers: featurization processes (None: all cores). threads: torch intra-op threads on the
     CPU (None: molsam.devices.DEFAULT_CPU_THREADS, measured fastest for molsam's models).
     log_sam_cosine: GraphSAM only; every step also computes the exact SAM perturbation gradient
@@ -581,7 +591,7 @@ def _check_consistency(recipe: Recipe) -> None:
         if split.method == method and getattr(split, method) is None:
             raise _fail(f"split.{method}", f"required when split.method is {method!r}")
     if train.metric is not None and data.task is not None:
-        valid = CLASSIFICATION_METRICS if data.task == "classification" else REGRESSION_METRICS
+        valid = TASK_METRICS[data.task]
         if train.metric not in valid:
             raise _fail(
                 "train.metric",

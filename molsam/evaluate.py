@@ -116,7 +116,8 @@ def _data_spec(data: str, ensemble: Ensemble, smiles_column: str | None) -> Data
     if is_dataset_name(data):
         return DataSpec(data, smiles_column, list(ensemble.target_names), None, ensemble.task)
     header, _ = iter_table(Path(data).expanduser())
-    if smiles_column is None and ensemble.smiles_column:
+    # In an SD file the structure is the record's own (`smiles`), whatever the training column.
+    if smiles_column is None and ensemble.smiles_column and header.unit != "record":
         try:
             header.column_index(ensemble.smiles_column, "SMILES", "--smiles-col")
             smiles_column = ensemble.smiles_column
@@ -174,7 +175,8 @@ def labeled_molecules(
                 f"{ensemble.paths[0]}: no {SPLITS_FILE} in its folder or the one above; "
                 "pass --data to score a file"
             )
-        store = load_store(_recipe_spec(ensemble), rwse_steps=ensemble.rwse_steps, workers=workers)
+        store = load_store(_recipe_spec(ensemble), rwse_steps=ensemble.rwse_steps,
+                           workers=workers, classes=ensemble.classes)
         indices = saved_split_indices(splits_path, split, store)
         source_name = f"{store.source} ({split} split of {splits_path})"
     else:
@@ -185,7 +187,9 @@ def labeled_molecules(
             )
         split = "all"
         spec = _data_spec(data, ensemble, smiles_column)
-        store = load_store(spec, rwse_steps=ensemble.rwse_steps, workers=workers)
+        # Labels coded with the model's classes (a file may hold fewer, or in another order).
+        store = load_store(spec, rwse_steps=ensemble.rwse_steps, workers=workers,
+                           classes=ensemble.classes)
         indices = np.arange(len(store))
         source_name = store.source or data
     labels = _labels(store, ensemble.target_names)[indices]
@@ -205,8 +209,8 @@ def evaluate(
     """Score checkpoints (files or run directories) individually and as an ensemble.
 
     Args:
-        data: CSV path or dataset name whose valid molecules are all scored; None re-scores the
-            run's saved split.
+        data: data file (CSV/TSV, SD, SMILES) or dataset name whose valid molecules are all
+            scored; None re-scores the run's saved split.
         split: test (default), val, train or all; only for a run's saved split.
 
     Raises:
@@ -222,13 +226,14 @@ def evaluate(
     source = store.batch_source(ensemble.device)
     per_member = ensemble.predict_source(source, indices, batch_size)
     names = ensemble.target_names
+    classes = ensemble.classes
     members = [
-        (path, task_metrics(y, pred, ensemble.task, names))
+        (path, task_metrics(y, pred, ensemble.task, names, classes=classes))
         for path, pred in zip(ensemble.paths, per_member)
     ]
     scored = None
-    if len(ensemble) > 1:
-        scored = task_metrics(y, per_member.mean(axis=0), ensemble.task, names)
+    if len(ensemble) > 1:  # mean in output units: averaged probabilities for multiclass
+        scored = task_metrics(y, per_member.mean(axis=0), ensemble.task, names, classes=classes)
     return Evaluation(
         data=str(source_name),
         split=split,

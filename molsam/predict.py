@@ -1,4 +1,5 @@
-"""Prediction from checkpoints: one model or an ensemble, streamed over CSV files of any size.
+"""Prediction from checkpoints: one model or an ensemble, streamed over files of any size
+(CSV/TSV, SD, SMILES; molsam.data.formats), always written as CSV (TSV for a .tsv output).
 
 The checkpoint alone drives everything: featurization (its featurizer spec, RWSE steps
 included), target names, task and target scaler. Nothing but SMILES is needed at predict time.
@@ -6,7 +7,9 @@ included), target names, task and target scaler. Nothing but SMILES is needed at
 Inference preserves rows (DESIGN.md): one output row per input row, in input order, every input
 column kept as read, then one column per task (probabilities for classification, original units
 for regression), `<task>_std` (population standard deviation, ddof=0, across ensemble members)
-when there are several members, and `molsam_error` (empty, or RDKit's reason for an invalid
+when there are several members, and `molsam_error`. A multiclass task writes one probability
+column per class, `<task>_<class>`, then `<task>`, the predicted class (highest mean
+probability); an ensemble averages the members' probabilities and adds `<task>_<class>_std` (empty, or RDKit's reason for an invalid
 SMILES, whose prediction cells stay empty).
 
 Streaming: rows are read, featurized (worker processes), predicted and written block by block,
@@ -95,9 +98,11 @@ def _seed_key(name: str) -> tuple[int, str]:
 
 @dataclass
 class Ensemble:
-    """One or more checkpoints that agree on target names, task and featurizer.
+    """One or more checkpoints that agree on target names, task, classes and featurizer.
 
-    models: M GPSModels in eval mode on `device`; scalers: M regression scalers (or None).
+    models: M GPSModels in eval mode on `device`; scalers: M regression scalers (or None);
+    classes: [T] class names per target for multiclass (target t owns len(classes[t]) outputs),
+    else None.
     """
 
     paths: list[Path]
@@ -108,9 +113,19 @@ class Ensemble:
     featurizer: dict
     recipe: dict
     device: torch.device
+    classes: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.models)
+
+    @property
+    def num_classes(self) -> list[int] | None:
+        return None if self.classes is None else [len(c) for c in self.classes]
+
+    @property
+    def num_outputs(self) -> int:
+        """O: model outputs, one per target (sum of class counts for multiclass)."""
+        return len(self.target_names) if self.classes is None else sum(self.num_classes)
 
     @property
     def rwse_steps(self) -> int:
@@ -125,7 +140,8 @@ class Ensemble:
     def predict_source(
         self, source: BatchSource, indices: np.ndarray, batch_size: int | None = None
     ) -> np.ndarray:
-        """Per-member predictions in output units: float64 [M, len(indices), T].
+        """Per-member predictions in output units: float64 [M, len(indices), O] (O: num_outputs;
+        multiclass: each target's block of class probabilities).
 
         Batches follow molecule size within `indices` (less attention padding); rows come back
         in the order of `indices`.
@@ -136,14 +152,16 @@ class Ensemble:
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         batches = padded_batches(source.atom_counts_host[indices[order]], batch_size)
-        out = np.empty((len(self.models), len(indices), len(self.target_names)))
+        out = np.empty((len(self.models), len(indices), self.num_outputs))
         with torch.inference_mode():
             for m, (model, scaler) in enumerate(zip(self.models, self.scalers)):
                 raw = torch.cat([
                     predict_raw(model, source, indices[order[lo:hi]], hi - lo)
                     for lo, hi in batches
-                ]) if batches else torch.zeros((0, len(self.target_names)))
-                out[m] = to_output_units(raw.cpu().numpy(), self.task, scaler)[inverse]
+                ]) if batches else torch.zeros((0, self.num_outputs))
+                out[m] = to_output_units(
+                    raw.cpu().numpy(), self.task, scaler, self.num_classes
+                )[inverse]
         return out
 
 
@@ -169,7 +187,8 @@ def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "aut
 
     Raises:
         CheckpointError: a file is missing, corrupt, foreign or of another format version, or
-            the checkpoints disagree on target names, task or featurizer (naming the file).
+            the checkpoints disagree on target names, task, classes or featurizer (naming the
+            file).
     """
     device = device if isinstance(device, torch.device) else resolve_device(device)
     files = resolve_model_paths(paths)
@@ -179,11 +198,11 @@ def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "aut
         if first is None:
             first, first_path = ckpt, path
         else:
-            for key in ("target_names", "task", "featurizer"):
-                if ckpt[key] != first[key]:
+            for key in ("target_names", "task", "classes", "featurizer"):
+                if ckpt.get(key) != first.get(key):
                     raise CheckpointError(
-                        f"{path}: {key} {_short(ckpt[key])} differs from {first_path}'s "
-                        f"{_short(first[key])}; an ensemble needs checkpoints of one model family"
+                        f"{path}: {key} {_short(ckpt.get(key))} differs from {first_path}'s "
+                        f"{_short(first.get(key))}; an ensemble needs checkpoints of one model family"
                     )
         try:
             models.append(model_from_checkpoint(ckpt, device))
@@ -198,6 +217,7 @@ def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "aut
         scalers=scalers,
         target_names=list(first["target_names"]),
         task=first["task"],
+        classes=first.get("classes"),
         featurizer=dict(first["featurizer"]),
         recipe=first["recipe"] if isinstance(first["recipe"], dict) else {},
         device=device,
@@ -227,8 +247,10 @@ def arrays_source(arrays: FeaturizedArrays, rows: int, device: torch.device) -> 
 class Predictions:
     """Predictions for N input SMILES, in input order.
 
-    mean: float64 [N, T] (NaN for invalid SMILES); std: [N, T] population std over members
-    (zeros for a single model); members: [M, N, T]; errors: [N] "" or the reason.
+    mean: float64 [N, O] (NaN for invalid SMILES; O outputs: one per target, or each multiclass
+    target's class probabilities); std: [N, O] population std over members (zeros for a single
+    model); members: [M, N, O]; errors: [N] "" or the reason; labels: multiclass only, [N][T]
+    predicted class names (highest mean probability; "" for an invalid SMILES).
     """
 
     target_names: list[str]
@@ -236,6 +258,7 @@ class Predictions:
     std: np.ndarray
     members: np.ndarray
     errors: list[str]
+    labels: list[list[str]] | None = None
 
 
 def predict_smiles(
@@ -255,7 +278,7 @@ def predict_smiles(
 def _block_predictions(
     ensemble: Ensemble, arrays: FeaturizedArrays, n: int, batch_size: int | None
 ) -> Predictions:
-    members = np.full((len(ensemble), n, len(ensemble.target_names)), np.nan)
+    members = np.full((len(ensemble), n, ensemble.num_outputs), np.nan)
     if len(arrays.valid):
         source = arrays_source(arrays, n, ensemble.device)
         members[:, arrays.valid] = ensemble.predict_source(
@@ -265,7 +288,16 @@ def _block_predictions(
     for position, reason in arrays.invalid:
         errors[position] = reason or "invalid SMILES"
     mean, std = summarize(members)
-    return Predictions(list(ensemble.target_names), mean, std, members, errors)
+    labels = None
+    if ensemble.classes is not None:
+        labels = [[""] * len(ensemble.classes) for _ in range(n)]
+        start = 0
+        for t, names in enumerate(ensemble.classes):
+            block = mean[arrays.valid, start : start + len(names)]
+            for row, best in zip(arrays.valid.tolist(), block.argmax(axis=1).tolist()):
+                labels[row][t] = names[best]
+            start += len(names)
+    return Predictions(list(ensemble.target_names), mean, std, members, errors, labels)
 
 
 # --------------------------------------------------------------------------- streaming files
@@ -285,20 +317,36 @@ class PredictSummary:
 
 def output_columns(header: TableHeader, ensemble: Ensemble) -> list[str]:
     """Input columns, then one per task (`<task>_pred` if the input already has `<task>`), then
-    `<task>_std` for an ensemble, then molsam_error."""
+    `<task>_std` for an ensemble, then molsam_error. Multiclass: per task `<task>_<class>` for
+    each class, then `<task>` (the predicted class); an ensemble adds `<task>_<class>_std`."""
     taken = set(header.columns)
-    names = [t if t not in taken else f"{t}_pred" for t in ensemble.target_names]
-    columns = list(header.columns) + names
+
+    def free(name: str) -> str:
+        return name if name not in taken else f"{name}_pred"
+
+    if ensemble.classes is None:
+        names = [free(t) for t in ensemble.target_names]
+        columns = list(header.columns) + names
+        std = [f"{n}_std" for n in names]
+    else:
+        columns, std = list(header.columns), []
+        for target, classes in zip(ensemble.target_names, ensemble.classes):
+            probabilities = [free(f"{target}_{c}") for c in classes]
+            columns += probabilities + [free(target)]
+            std += [f"{n}_std" for n in probabilities]
     if len(ensemble) > 1:
-        columns += [f"{n}_std" for n in names]
+        columns += std
     return columns + [ERROR_COLUMN]
 
 
 def smiles_column_index(header: TableHeader, ensemble: Ensemble, smiles_column: str | None) -> int:
-    """--smiles-col if given; else the training recipe's column when the file has it; else
-    `smiles` (case-insensitive)."""
+    """--smiles-col if given; else, in an SD file, the structure of each record (its `smiles`
+    column, never a text property that happens to share the training column's name); else the
+    training recipe's column when the file has it; else `smiles` (case-insensitive)."""
     if smiles_column:
         return header.column_index(smiles_column, "SMILES", "--smiles-col")
+    if header.unit == "record":
+        return 0
     trained = ensemble.smiles_column
     if trained:
         try:
@@ -308,15 +356,20 @@ def smiles_column_index(header: TableHeader, ensemble: Ensemble, smiles_column: 
     return header.column_index("smiles", "SMILES", "--smiles-col")
 
 
-def _blocks(rows: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[list[str]]]:
+def _blocks(
+    rows: Iterator[tuple[int, list[str]]], size: int, problems: dict[int, str]
+) -> Iterator[tuple[list[list[str]], list[str]]]:
+    """Blocks of `size` rows: (cells per row, the reader's reason per row or "")."""
     block: list[list[str]] = []
-    for _, cells in rows:
+    reasons: list[str] = []
+    for position, cells in rows:
         block.append(cells)
+        reasons.append(problems.get(position, ""))  # the reader fills it before yielding the row
         if len(block) == size:
-            yield block
-            block = []
+            yield block, reasons
+            block, reasons = [], []
     if block:
-        yield block
+        yield block, reasons
 
 
 def _format(value: float) -> str:
@@ -358,7 +411,8 @@ def predict_csv(
     block_rows: int = BLOCK_ROWS,
     on_progress: Callable[[int], None] | None = None,
 ) -> PredictSummary:
-    """Stream `input_path` (CSV/TSV, .gz too) through the ensemble into `output` (a path written
+    """Stream `input_path` (CSV/TSV, SD or SMILES file, .gz too; an SD file's name and every SD
+    property become input columns) through the ensemble into `output` (a path written
     atomically, an open text stream, or None / "-" for stdout).
 
     Args:
@@ -390,19 +444,20 @@ def predict_csv(
             writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
             writer.writerow(columns)
             # One block in flight: the workers featurize block k+1 while the model scores block k.
-            pending: deque[tuple[list[list[str]], Callable[[], FeaturizedArrays]]] = deque()
-            for block in _blocks(rows, block_rows):
-                pending.append((block, _submit(pool, block, at, ensemble.rwse_steps)))
+            pending: deque[tuple[list[list[str]], list[str], Callable[[], FeaturizedArrays]]]
+            pending = deque()
+            for block, reasons in _blocks(rows, block_rows, header.problems):
+                pending.append((block, reasons, _submit(pool, block, at, ensemble.rwse_steps)))
                 # Drain to one block in flight (all of them at the end of the file).
                 while len(pending) > 1:
-                    done, result = pending.popleft()
-                    valid += _write_block(writer, ensemble, done, result, batch_size)
+                    done, why, result = pending.popleft()
+                    valid += _write_block(writer, ensemble, done, result, batch_size, why)
                     total += len(done)
                     if on_progress:
                         on_progress(total)
             while pending:
-                done, result = pending.popleft()
-                valid += _write_block(writer, ensemble, done, result, batch_size)
+                done, why, result = pending.popleft()
+                valid += _write_block(writer, ensemble, done, result, batch_size, why)
                 total += len(done)
                 if on_progress:
                     on_progress(total)
@@ -431,11 +486,22 @@ def _write_block(
     block: list[list[str]],
     result: Callable[[], FeaturizedArrays],
     batch_size: int | None,
+    reasons: list[str] | None = None,
 ) -> int:
-    """Predict one block and write its rows; returns the number of valid molecules."""
+    """Predict one block and write its rows; returns the number of valid molecules. `reasons`:
+    the reader's reason per row (an unreadable SD record), which replaces the featurizer's."""
     found = _block_predictions(ensemble, result(), len(block), batch_size)
-    values = found.mean if len(ensemble) == 1 else np.concatenate([found.mean, found.std], axis=1)
-    cells = [[_format(v) for v in row] for row in values.tolist()]
+    if reasons:
+        found.errors = [why or error for why, error in zip(reasons, found.errors)]
+    cells = [[_format(v) for v in row] for row in found.mean.tolist()]
+    if found.labels is not None:  # after each multiclass target's probabilities, its label
+        ends = np.cumsum(ensemble.num_classes).tolist()
+        cells = [
+            [c for t, lo in enumerate([0] + ends[:-1]) for c in (*row[lo : ends[t]], labels[t])]
+            for row, labels in zip(cells, found.labels)
+        ]
+    if len(ensemble) > 1:
+        cells = [row + [_format(v) for v in std] for row, std in zip(cells, found.std.tolist())]
     writer.writerows(
         row + predicted + [error] for row, predicted, error in zip(block, cells, found.errors)
     )

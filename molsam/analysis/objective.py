@@ -146,6 +146,7 @@ def dataset_loss(
     targets: np.ndarray | Tensor,
     task: str,
     batch_size: int = 512,
+    num_classes: list[int] | None = None,
 ) -> LossFn:
     """The training objective of `model` over molecules `indices` of `source`, as a LossFn.
 
@@ -162,6 +163,7 @@ def dataset_loss(
         targets: float [len(indices), T] labels of those molecules, row i for indices[i]
             (NaN = missing; standardized for regression).
         batch_size: molecules per term; large batches are faster on a CPU (fewer, bigger ops).
+        num_classes: classes per target, for a multiclass model (class-index targets).
     Raises:
         InputError: no label present among `indices`.
     """
@@ -188,6 +190,6 @@ def dataset_loss(
         for batch, y, share in batches:
             output = model(batch)  # at least float32 (a half-precision model is cast up)
             output = output.to(torch.promote_types(output.dtype, torch.float32))
-            yield masked_loss(output, y.to(output.dtype), task) * share
+            yield masked_loss(output, y.to(output.dtype), task, num_classes) * share
 
     return loss_fn

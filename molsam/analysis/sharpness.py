@@ -354,7 +354,8 @@ def measure_checkpoint(
         targets = (targets - np.asarray(scaler["mean"])) / np.asarray(scaler["std"])
     model = ensemble.models[0]
     source = labeled.store.batch_source(ensemble.device)
-    loss_fn = dataset_loss(model, source, labeled.indices, targets, ensemble.task, batch_size)
+    loss_fn = dataset_loss(model, source, labeled.indices, targets, ensemble.task, batch_size,
+                           num_classes=ensemble.num_classes)
     path = ensemble.paths[0]
     result = measure(
         loss_fn, trainable(model), rhos=rhos, steps=steps, iters=iters, tol=tol, probes=probes,

@@ -18,7 +18,7 @@ def evaluate(
         ..., metavar="MODEL...", help="Checkpoint(s) (.pt) or a run directory (all replicates)."
     ),
     data: str = typer.Option(
-        None, "--data", help="CSV path or dataset name to score (default: the run's saved split)."
+        None, "--data", help="Data file (CSV/SD/SMILES) or dataset name to score (default: the run's saved split)."
     ),
     split: str = typer.Option(
         None, "--split", help="test | val | train | all, of the run's saved split (default: test)."

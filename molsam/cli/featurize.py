@@ -1,4 +1,4 @@
-"""`molsam featurize`: CSV or dataset name -> store, splits.json and invalid-row report."""
+"""`molsam featurize`: data file (CSV/TSV, SD, SMILES) or dataset name -> store, splits.json and invalid-row report."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ def parse_sizes(text: str) -> tuple[float, float, float]:
 
 
 def featurize(
-    data: str = typer.Argument(..., help="CSV/TSV path or dataset name (see `molsam datasets`)."),
+    data: str = typer.Argument(..., help="CSV/TSV, SD (.sdf) or SMILES (.smi) file, or dataset name (`molsam datasets`)."),
     smiles_col: str = typer.Option(None, "--smiles-col", help="SMILES column [default: smiles]."),
     targets: list[str] = typer.Option(
-        None, "--targets", "-t", help="Target column (repeat for several) [default: numeric]."
+        None, "--targets", "-t", help="Target column (repeat for several) [default: inferred, ID/name columns never]."
     ),
     id_col: str = typer.Option(None, "--id-col", help="ID column carried through."),
-    task: str = typer.Option(None, "--task", help="classification | regression [inferred]."),
+    task: str = typer.Option(None, "--task", help="classification | regression | multiclass [inferred]."),
     split: str = typer.Option("scaffold", "--split", help=f"One of {', '.join(METHODS)}."),
     sizes: str = typer.Option(",".join(map(str, DEFAULT_SIZES)), "--sizes", help="train,val,test"),
     seed: int = typer.Option(0, "--seed", help="Split seed (ignored by `scaffold`)."),
@@ -48,6 +48,7 @@ def featurize(
     from molsam.cli.progress import progress_callback
     from molsam.data.pipeline import DataSpec, load_store, split_store
     from molsam.data.split_stats import split_statistics, write_splits_json
+    from molsam.data.targets import targets_line
 
     console = Console(stderr=True)
     try:
@@ -86,6 +87,8 @@ def featurize(
         f"{len(store.invalid)} invalid (see {out / 'invalid_rows.csv'}); "
         f"{len(store.target_names)} {store.task or 'unlabeled'} task(s); {seconds:.1f} s"
     )
+    console.print(targets_line(store.target_names, store.task, store.ignored, store.classes),
+                  highlight=False, markup=False)
     console.print(_split_table(store, stats, split))
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {warning}")
@@ -93,6 +96,7 @@ def featurize(
 
 
 def _split_table(store, stats: dict, method: str) -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{method} split")
@@ -100,8 +104,10 @@ def _split_table(store, stats: dict, method: str) -> Table:
     table.add_column("molecules", justify="right")
     table.add_column("scaffolds", justify="right")
     shown = store.target_names[:MAX_TASK_COLUMNS]
-    key = "positive_rate" if store.task == "classification" else "mean"
-    label = "% positive" if key == "positive_rate" else "mean"
+    key = {"classification": "positive_rate", "multiclass": "class_counts"}.get(
+        store.task or "", "mean"
+    )
+    label = {"positive_rate": "% positive", "class_counts": "classes"}.get(key, "mean")
     for name in shown:
         table.add_column(f"{name} {label}", justify="right")
     if len(store.target_names) > len(shown):
@@ -110,7 +116,9 @@ def _split_table(store, stats: dict, method: str) -> Table:
         cells = [part, str(entry["size"]), str(entry["scaffolds"])]
         for name in shown:
             value = entry["tasks"][name][key]
-            if value is None:
+            if isinstance(value, dict):  # class counts
+                cells.append(escape(" ".join(f"{c}:{n}" for c, n in value.items())))
+            elif value is None:
                 cells.append("-")
             else:
                 cells.append(f"{100 * value:.1f}" if key == "positive_rate" else f"{value:.3g}")

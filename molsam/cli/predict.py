@@ -1,4 +1,4 @@
-"""`molsam predict`: checkpoint(s) or run directory + CSV -> CSV of predictions, row for row."""
+"""`molsam predict`: checkpoint(s) or run directory + CSV/SD/SMILES file -> CSV of predictions, row for row."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def predict(
         ..., metavar="MODEL...",
         help="Checkpoint(s) (.pt) or a run directory (every seed_*/best.pt).",
     ),
-    input_path: Path = typer.Argument(..., metavar="INPUT", help="CSV/TSV (.gz too) to predict."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="CSV/TSV, SD (.sdf) or SMILES (.smi) file (.gz too) to predict."),
     out: str = typer.Option("-", "--out", "-o", help="Output CSV; '-' writes to stdout."),
     smiles_col: str = typer.Option(
         None, "--smiles-col", help="SMILES column (default: the training recipe's, else smiles)."

@@ -47,6 +47,7 @@ def train(
                 summary = train_recipe(
                     resolved, run_dir, on_progress=update, on_featurize=featurize_update,
                     log_warning=lambda w: console.print(f"[yellow]warning:[/] {w}"),
+                    log_info=lambda line: console.print(line, highlight=False, markup=False),
                 )
     except KeyboardInterrupt:
         console.print(interrupted_message(run_dir, recipe, out))

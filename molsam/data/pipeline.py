@@ -1,4 +1,4 @@
-"""CSV file or dataset name -> featurized GraphStore, through a content-addressed cache.
+"""Data file (CSV/TSV, SD, SMILES) or dataset name -> featurized GraphStore, through a content-addressed cache.
 
 The cache key covers the file's bytes (sha256), the featurizer spec and every reading option, so
 the same file read the same way loads in milliseconds instead of being featurized again, and any
@@ -16,17 +16,19 @@ from pathlib import Path
 from molsam.chem.spec import DEFAULT_RWSE_STEPS, featurizer_spec
 from molsam.data.datasets import cache_dir, dataset_info, dataset_path, is_dataset_name
 from molsam.data.store import GraphStore
-from molsam.data.table import infer_task, iter_table, read_table
+from molsam.data.formats import READER_VERSION, position_unit
+from molsam.data.table import iter_table, read_table
 from molsam.data.splits import SplitIndices, make_split
 from molsam.errors import ConfigError, InputError
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "multiclass")
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """What to read: a path or dataset name and the columns. None means the default (for a
-    named dataset, the registry's choice; for a file: `smiles`, every numeric column, no ID)."""
+    named dataset, the registry's choice; for a file: `smiles`, targets inferred as
+    molsam.data.targets describes (ID and name columns never), no ID)."""
 
     data: str
     smiles_column: str | None = None
@@ -76,10 +78,13 @@ def load_store(
     use_cache: bool = True,
     strict: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    classes: Sequence[Sequence[str]] | None = None,
 ) -> GraphStore:
     """Featurize (or load from cache) the molecules of `spec`.
 
     Args:
+        classes: multiclass class names per target to code labels with (a checkpoint's), else
+            each column's sorted distinct values.
         on_progress: called as on_progress(done, total) while featurizing.
         strict: an invalid SMILES is an error (naming file, line and reason) instead of a report.
 
@@ -97,6 +102,8 @@ def load_store(
         "targets": targets,
         "id": id_column,
         "task": task,
+        "classes": None if classes is None else [list(c) for c in classes],
+        "reader": READER_VERSION,
     }
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
     cached = cache_dir() / "stores" / f"{path.stem}-{key}.pt"
@@ -109,7 +116,7 @@ def load_store(
             _check(store, path, strict)
             return store
 
-    table = read_table(path, smiles_column, targets, id_column)
+    table = read_table(path, smiles_column, targets, id_column, task=task, classes=classes)
     total = len(table)
     done = 0
 
@@ -121,7 +128,7 @@ def load_store(
 
     store = GraphStore.from_table(
         table,
-        task=task or (infer_task(table.targets) if table.target_names else None),
+        task=table.task,
         rwse_steps=rwse_steps,
         workers=workers,
         on_progress=progress,
@@ -137,7 +144,7 @@ def _check(store: GraphStore, path: Path, strict: bool) -> None:
     if strict and store.invalid:
         first = store.invalid[0]
         raise InputError(
-            f"{path}: line {first.line}: invalid SMILES {first.smiles!r} ({first.reason}); "
+            f"{path}: {position_unit(path)} {first.line}: invalid SMILES {first.smiles!r} ({first.reason}); "
             f"{len(store.invalid)} invalid in all (drop --strict to skip and report them)"
         )
     if len(store) == 0:

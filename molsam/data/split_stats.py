@@ -14,11 +14,12 @@ from molsam.jsonio import write_json_atomic
 
 
 def split_statistics(store: GraphStore, split: SplitIndices) -> tuple[dict, list[str]]:
-    """Size, scaffold count and per-task label rate (classification) or mean (regression).
+    """Size, scaffold count and per-task label rate (classification), count and fraction of
+    each class (multiclass) or mean and std (regression).
 
     Returns (stats, warnings): stats[part] = {"size", "scaffolds", "tasks": {name: {...}}};
     a warning for every classification task with a single class (or no labels) in val or test,
-    where ROC-AUC is undefined.
+    where ROC-AUC is undefined, and for every multiclass task lacking a class in val or test.
     """
     scaffolds = store.scaffold_ids
     if scaffolds is None:  # a store built without scaffolds: compute them here, once
@@ -26,6 +27,7 @@ def split_statistics(store: GraphStore, split: SplitIndices) -> tuple[dict, list
 
         scaffolds, _ = scaffold_ids([murcko_scaffold(s) for s in store.smiles])
     classification = store.task == "classification"
+    multiclass = store.task == "multiclass" and store.classes is not None
     stats: dict = {}
     warnings: list[str] = []
     for part, index in split.parts().items():
@@ -35,7 +37,21 @@ def split_statistics(store: GraphStore, split: SplitIndices) -> tuple[dict, list
             column = labels[:, t]
             present = column[~np.isnan(column)]
             entry: dict = {"labeled": int(present.size)}
-            if classification:
+            if multiclass:
+                names = store.classes[t]
+                counts = np.bincount(present.astype(np.int64), minlength=len(names))
+                entry["class_counts"] = {c: int(n) for c, n in zip(names, counts)}
+                entry["class_fractions"] = {
+                    c: float(n / present.size) if present.size else None
+                    for c, n in zip(names, counts)
+                }
+                absent = [c for c, n in zip(names, counts) if n == 0]
+                if part != "train" and len(index) and absent:
+                    warnings.append(
+                        f"task {name!r} has no {', '.join(map(repr, absent))} labels in {part}: "
+                        "those classes are left out of its macro ROC-AUC there"
+                    )
+            elif classification:
                 entry["positive_rate"] = float(present.mean()) if present.size else None
                 if part != "train" and len(index) and np.unique(present).size < 2:
                     warnings.append(

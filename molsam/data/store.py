@@ -55,12 +55,14 @@ class GraphStore:
     bond_atoms:  uint8 or int16 [M, 2] atom indices local to each molecule (uint8 when every
                  molecule has at most 256 atoms: the bulk of a store's bytes are atoms and bonds)
     bond_codes:  uint8 [M, F_bond]
-    y:           float32 [G, T], NaN for a missing label
+    y:           float32 [G, T], NaN for a missing label (class indices for multiclass)
     smiles:      [G] SMILES as read (stripped); rows: int32 [G] 0-based data row in the source
     ids:         [G] values of the ID column, or None
     scaffold_ids: int32 [G] Bemis-Murcko scaffold of each molecule, numbered in order of first
                  appearance, as index into `scaffolds` [S] (scaffold SMILES, "" for acyclic);
                  None for a store built without scaffolds (predict's batches)
+    classes:     [T] class names per target (multiclass), else None
+    ignored:     columns that target inference left out -> why
     """
 
     atom_counts: np.ndarray
@@ -81,6 +83,8 @@ class GraphStore:
     invalid: list[InvalidRow] = field(default_factory=list)
     scaffold_ids: np.ndarray | None = None
     scaffolds: list[str] | None = None
+    classes: list[list[str]] | None = None
+    ignored: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -190,6 +194,13 @@ class GraphStore:
             on_progress=on_progress,
         )
         store.source = str(table.source)
+        store.classes = table.classes
+        store.ignored = dict(table.ignored)
+        if table.problems:  # the reader's reason (e.g. an unreadable SD record) beats "empty SMILES"
+            store.invalid = [
+                InvalidRow(r.row, r.line, r.smiles, table.problems.get(r.row, r.reason))
+                for r in store.invalid
+            ]
         return store
 
     # ----------------------------------------------------------------------------------- batch
@@ -234,12 +245,15 @@ class GraphStore:
 
     # ------------------------------------------------------------------------------------ disk
     def write_invalid_rows(self, path: str | Path) -> Path:
-        """invalid_rows.csv: row (0-based data row), line (in the source file), smiles, reason."""
+        """invalid_rows.csv: row (0-based data row), line (in the source file; `record` for an
+        SD file), smiles, reason."""
+        from molsam.data.formats import position_unit
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["row", "line", "smiles", "reason"])
+            writer.writerow(["row", position_unit(self.source), "smiles", "reason"])
             writer.writerows([r.row, r.line, r.smiles, r.reason] for r in self.invalid)
         return path
 
@@ -274,6 +288,8 @@ class GraphStore:
             "invalid": [[r.row, r.line, r.smiles, r.reason] for r in self.invalid],
             "scaffold_ids": None if self.scaffold_ids is None else tensor(self.scaffold_ids),
             "scaffolds": None if self.scaffolds is None else list(self.scaffolds),
+            "classes": self.classes,
+            "ignored": dict(self.ignored),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -321,6 +337,8 @@ class GraphStore:
             source=data["source"],
             source_hash=data["source_hash"],
             invalid=[InvalidRow(*item) for item in data["invalid"]],
+            classes=data.get("classes"),  # absent in stores written before multiclass
+            ignored=data.get("ignored") or {},
         )
 
 

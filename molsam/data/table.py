@@ -12,26 +12,37 @@ import gzip
 import io
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from molsam.data.targets import (
+    MISSING_LABELS,
+    choose_targets,
+    class_names,
+    encode_classes,
+    explicit_task,
+)
 from molsam.errors import InputError
 
-#: Cells that mean "no label" (an empty cell, or what pandas reads as NaN by default).
-MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null"})
 
 csv.field_size_limit(2**31 - 1)  # SMILES of large molecules exceed the 128 KiB default
 
 
 @dataclass(frozen=True)
 class TableHeader:
-    """The header of a table file: its path, delimiter and column names (stripped)."""
+    """The header of a table file: its path, delimiter and column names (stripped).
+
+    unit: what a row position counts ("line", or "record" in SD files). problems: position ->
+    reason for rows the reader could not read (an unreadable SD record), filled while reading.
+    """
 
     path: Path
     delimiter: str
     columns: tuple[str, ...]
+    unit: str = "line"
+    problems: dict[int, str] = field(default_factory=dict, compare=False)
 
     def column_index(self, name: str, role: str, option: str) -> int:
         """Index of column `name`; an error lists the columns that exist and the option to use.
@@ -70,8 +81,14 @@ def iter_table(path: str | Path) -> tuple[TableHeader, Iterator[tuple[int, list[
 
     Streams: nothing but the current row is held in memory. Blank lines are skipped. A row with
     more cells than the header is an error naming its line; a short row is padded with empty cells.
+    SD and SMILES files go to their readers in molsam.data.formats (same interface; positions
+    are SD record numbers there).
     """
+    from molsam.data import formats  # formats builds on this module
+
     path = Path(path)
+    if formats.file_format(path) != "csv":
+        return formats.read_rows(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
@@ -115,8 +132,9 @@ def iter_table(path: str | Path) -> tuple[TableHeader, Iterator[tuple[int, list[
     return header, rows()
 
 
-def parse_label(cell: str, path: Path, line: int, column: str) -> float:
-    """A label cell as float; missing -> NaN; anything else non-numeric is an error."""
+def parse_label(cell: str, path: Path, line: int, column: str, unit: str = "line") -> float:
+    """A label cell as float; missing -> NaN; anything else non-numeric is an error naming the
+    line (or SD record: `unit`) and column."""
     text = cell.strip()
     if text.casefold() in MISSING_LABELS:
         return math.nan
@@ -124,22 +142,11 @@ def parse_label(cell: str, path: Path, line: int, column: str) -> float:
         value = float(text)
     except ValueError:
         raise InputError(
-            f"{path}: line {line}, column {column!r}: {text!r} is not a number"
+            f"{path}: {unit} {line}, column {column!r}: {text!r} is not a number"
         ) from None
     if math.isinf(value):
-        raise InputError(f"{path}: line {line}, column {column!r}: {text!r} is not finite")
+        raise InputError(f"{path}: {unit} {line}, column {column!r}: {text!r} is not finite")
     return value
-
-
-def _is_number(text: str) -> bool:
-    text = text.strip()
-    if text.casefold() in MISSING_LABELS:
-        return True
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
@@ -147,10 +154,14 @@ class MolTable:
     """All data rows of a table, before featurization.
 
     smiles:       [R] stripped SMILES of every data row (valid or not)
-    targets:      float32 [R, T], NaN for a missing label
+    targets:      float32 [R, T], NaN for a missing label (class indices for multiclass)
     target_names: [T] column names
     ids:          [R] values of the ID column, or None
-    lines:        int64 [R] line number of each row in the file (for messages)
+    lines:        int64 [R] position of each row in the file (line, or SD record; see `unit`)
+    task:         the targets' task as read or inferred (None without targets)
+    classes:      [T] class names per target for multiclass, else None
+    ignored:      columns target inference left out -> why (empty when targets were given)
+    problems:     data row -> reason, for rows the reader could not read (unreadable SD records)
     """
 
     source: Path
@@ -160,6 +171,11 @@ class MolTable:
     target_names: list[str]
     ids: list[str] | None
     lines: np.ndarray
+    task: str | None = None
+    classes: list[list[str]] | None = None
+    ignored: dict[str, str] = field(default_factory=dict)
+    unit: str = "line"
+    problems: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -170,18 +186,26 @@ def read_table(
     smiles_column: str = "smiles",
     target_columns: Sequence[str] | None = None,
     id_column: str | None = None,
+    *,
+    task: str | None = None,
+    classes: Sequence[Sequence[str]] | None = None,
 ) -> MolTable:
-    """Read a CSV/TSV file of SMILES and labels.
+    """Read a CSV/TSV, SD or SMILES file of molecules and labels (molsam.data.formats).
 
     Args:
         smiles_column: column holding SMILES (case-insensitive fallback).
-        target_columns: label columns; None means every other column whose cells are all numbers
-            or empty (the ID column excluded). An empty list means no labels (prediction input).
+        target_columns: label columns; None infers them (molsam.data.targets: ID and name
+            columns never, numeric columns or class-label columns, an error where it cannot
+            tell). An empty list means no labels (prediction input).
         id_column: optional column carried through to reports and outputs.
+        task: classification, regression, multiclass or None (inferred from the labels).
+        classes: for multiclass, the class names per target to code labels with (a model's);
+            None takes each column's sorted distinct values.
 
     Raises:
-        InputError naming file, line and column: missing column, non-numeric label, empty file,
-        a file with a header but no data rows.
+        InputError naming file, line (or SD record) and column: missing column, non-numeric
+        label, unknown class, empty file, a file with a header but no data rows, targets that
+        cannot be told apart.
     """
     header, rows = iter_table(path)
     smiles_at = header.column_index(smiles_column, "SMILES", "--smiles-col")
@@ -189,24 +213,40 @@ def read_table(
     records = list(rows)
     if not records:
         raise InputError(f"{header.path}: no data rows below the header")
+    cells_only = [cells for _, cells in records]
 
+    ignored: dict[str, str] = {}
     if target_columns is None:
-        candidates = [i for i in range(len(header.columns)) if i not in (smiles_at, id_at)]
-        target_at = [
-            i
-            for i in candidates
-            if all(_is_number(cells[i]) for _, cells in records)
-            and any(cells[i].strip() for _, cells in records)
-        ]
+        choice = choose_targets(
+            header.path, header.columns, cells_only, {smiles_at, id_at} - {None}, task
+        )
+        target_at, ignored, task = choice.indices, choice.ignored, choice.task
     else:
         target_at = [header.column_index(c, "target", "--targets") for c in target_columns]
+        if task is None and target_at:
+            task = explicit_task(header.path, header.columns, cells_only, target_at) or None
     names = [header.columns[i] for i in target_at]
 
     targets = np.empty((len(records), len(target_at)), dtype=np.float32)
-    for r, (line, cells) in enumerate(records):
+    class_lists: list[list[str]] | None = None
+    if task == "multiclass":
+        class_lists = []
         for t, i in enumerate(target_at):
-            targets[r, t] = parse_label(cells[i], header.path, line, names[t])
+            column = [(line, cells[i]) for line, cells in records]
+            found = list(classes[t]) if classes is not None else class_names(
+                header.path, names[t], column, header.unit
+            )
+            targets[:, t] = encode_classes(header.path, names[t], column, found, header.unit)
+            class_lists.append(found)
+    else:
+        for r, (line, cells) in enumerate(records):
+            for t, i in enumerate(target_at):
+                targets[r, t] = parse_label(cells[i], header.path, line, names[t], header.unit)
+        if task is None and target_at:
+            task = infer_task(targets)
 
+    positions = [line for line, _ in records]
+    at_row = {p: r for r, p in enumerate(positions)}
     return MolTable(
         source=header.path,
         smiles_column=header.columns[smiles_at],
@@ -214,7 +254,12 @@ def read_table(
         targets=targets,
         target_names=names,
         ids=None if id_at is None else [cells[id_at].strip() for _, cells in records],
-        lines=np.array([line for line, _ in records], dtype=np.int64),
+        lines=np.array(positions, dtype=np.int64),
+        task=task if target_at else None,
+        classes=class_lists,
+        ignored=ignored,
+        unit=header.unit,
+        problems={at_row[p]: why for p, why in header.problems.items() if p in at_row},
     )
 
 

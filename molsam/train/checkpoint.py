@@ -38,7 +38,7 @@ from molsam.models.gps import GPSModel
 
 FORMAT = "molsam-checkpoint"
 FORMAT_VERSION = 1
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "multiclass")
 #: Keys every checkpoint has (training_state is optional and may be None).
 REQUIRED_KEYS = (
     "format",
@@ -291,6 +291,7 @@ def build_checkpoint(
     metric: str | None = None,
     scaler: dict | None = None,
     training: dict | None = None,
+    classes: list[list[str]] | None = None,
 ) -> dict:
     """Collect a checkpoint payload (pass it to save_checkpoint).
 
@@ -304,13 +305,27 @@ def build_checkpoint(
         best_metric, metric: validation score of these weights and the metric's name.
         scaler: regression target scaler {"mean": [T floats], "std": [T floats]}, else None.
         training: training_state(...) for resume, or None for an inference-only checkpoint.
+        classes: multiclass only: [T] class names per target, in the order of the model's
+            outputs (target t owns the next len(classes[t]) logits). Stored as "classes" (None
+            for other tasks; checkpoints written before multiclass lack the key).
     """
     if task not in TASKS:
         raise ValueError(f"task: {task!r} is not one of {', '.join(TASKS)}")
     target_names = [str(t) for t in target_names]
-    if len(target_names) != model.num_tasks:
+    if (task == "multiclass") != (classes is not None):
+        raise ValueError("classes: needed for multiclass and only there")
+    if classes is not None:
+        classes = [[str(c) for c in names] for names in classes]
+        if len(classes) != len(target_names):
+            raise ValueError(f"classes: {len(classes)} lists for {len(target_names)} targets")
+    if classes is None and len(target_names) != model.num_tasks:
         raise ValueError(
             f"target_names: {len(target_names)} names for a model with {model.num_tasks} outputs"
+        )
+    if classes is not None and sum(map(len, classes)) != model.num_tasks:
+        raise ValueError(
+            f"classes: {sum(map(len, classes))} classes in all for a model with "
+            f"{model.num_tasks} outputs"
         )
     if scaler is not None:
         scaler = {
@@ -330,6 +345,7 @@ def build_checkpoint(
         "featurizer": featurizer_spec(model.pe_steps),
         "target_names": target_names,
         "task": task,
+        "classes": classes,
         "scaler": scaler,
         "recipe": _plain_copy(recipe),
         "split_seed": int(split_seed),

@@ -6,6 +6,7 @@ drop the last one, so some molecules are never scored).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 import numpy as np
@@ -45,10 +46,26 @@ def predict_raw(
     return torch.cat(outputs)
 
 
-def to_output_units(raw: np.ndarray, task: str, scaler: dict | None) -> np.ndarray:
-    """Probabilities (classification: sigmoid of logits) or values in the targets' original
-    units (regression: undo the standardization fitted on the training labels)."""
+def to_output_units(
+    raw: np.ndarray, task: str, scaler: dict | None, num_classes: Sequence[int] | None = None
+) -> np.ndarray:
+    """Probabilities (classification: sigmoid of logits; multiclass: softmax over each target's
+    block of `num_classes` logits, so each block sums to 1) or values in the targets' original
+    units (regression: undo the standardization fitted on the training labels).
+
+    raw: [N, O] -> [N, O] float64."""
     raw = np.asarray(raw, dtype=np.float64)
+    if task == "multiclass":
+        if num_classes is None:
+            raise ValueError("to_output_units: multiclass needs num_classes")
+        out = np.empty_like(raw)
+        start = 0
+        for k in num_classes:
+            block = raw[:, start : start + k]
+            shifted = np.exp(block - block.max(axis=1, keepdims=True))  # stable softmax
+            out[:, start : start + k] = shifted / shifted.sum(axis=1, keepdims=True)
+            start += k
+        return out
     if task == "classification":
         return 1.0 / (1.0 + np.exp(-raw))
     if scaler is None:

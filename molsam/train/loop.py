@@ -167,10 +167,15 @@ class ReplicateTrainer:
         out_dir: Path,
         device: torch.device,
         on_progress: Callable[[dict], None] | None = None,
+        classes: list[list[str]] | None = None,
     ) -> None:
         self.recipe, self.recipe_dict = recipe, recipe_dict
         self.source, self.split = source, split
         self.task, self.target_names = task, target_names
+        # Multiclass: target t owns len(classes[t]) logits; other tasks: one output per target.
+        self.classes = classes if task == "multiclass" else None
+        self.num_classes = None if self.classes is None else [len(c) for c in self.classes]
+        outputs = len(target_names) if self.num_classes is None else sum(self.num_classes)
         self.seed, self.out_dir, self.device = seed, Path(out_dir), device
         self.on_progress = on_progress or (lambda info: None)
         self.metric = recipe.train.metric or default_metric(task)
@@ -185,7 +190,7 @@ class ReplicateTrainer:
         self.rng = seed_everything(seed)
         m = recipe.model
         self.model = GPSModel(
-            len(target_names), hidden=m.hidden, layers=m.layers, heads=m.heads,
+            outputs, hidden=m.hidden, layers=m.layers, heads=m.heads,
             dropout=m.dropout, pe_steps=m.pe_steps, pooling=m.pooling,
             attn_dropout=m.attn_dropout,
         ).to(device)
@@ -225,7 +230,7 @@ class ReplicateTrainer:
             self.model, target_names=self.target_names, task=self.task,
             recipe=self.recipe_dict, split_seed=self.recipe.split.seed, seed=self.seed,
             epoch=epoch, best_metric=self.best_val, metric=self.metric,
-            scaler=self.scaler, training=training,
+            scaler=self.scaler, training=training, classes=self.classes,
         )
 
     def resume(self, path: Path) -> None:
@@ -273,7 +278,7 @@ class ReplicateTrainer:
         def closure() -> torch.Tensor:
             with self._autocast():
                 output = self.model(batch)
-            loss = masked_loss(output.float(), targets, self.task)
+            loss = masked_loss(output.float(), targets, self.task, self.num_classes)
             loss.backward()
             return loss
 
@@ -291,9 +296,10 @@ class ReplicateTrainer:
         # fp32, as `molsam evaluate` and `molsam predict` score checkpoints: the best epoch is
         # chosen on the same numbers a user will see (autocast is for the training step only).
         raw = predict_raw(self.model, self.source, indices, batch_size=256).cpu().numpy()
-        predictions = to_output_units(raw, self.task, self.scaler)
+        predictions = to_output_units(raw, self.task, self.scaler, self.num_classes)
         labels = self.source.y[torch.as_tensor(indices, device=self.device)].cpu().numpy()
-        return task_metrics(labels, predictions, self.task, self.target_names)
+        return task_metrics(labels, predictions, self.task, self.target_names,
+                            classes=self.classes)
 
     # ------------------------------------------------------------------------------ epochs
     def fit(self) -> ReplicateResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,21 +25,39 @@ def fit_scaler(train_labels: np.ndarray) -> dict:
     return {"mean": mean.astype(np.float64), "std": std.astype(np.float64)}
 
 
-def masked_loss(output: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
+def masked_loss(
+    output: torch.Tensor,
+    targets: torch.Tensor,
+    task: str,
+    num_classes: Sequence[int] | None = None,
+) -> torch.Tensor:
     """Mean loss over the labels that are present (NaN = missing, masked out).
 
     Classification: binary cross-entropy on logits. Regression: MSE on standardized targets.
+    Multiclass: softmax cross-entropy per target over its own block of logits (target t owns
+    columns sum(num_classes[:t]) .. + num_classes[t]), as chemprop's multiclass loss.
     Computed without host syncs: the mask multiplies, it never indexes.
 
     Args:
-        output: float [B, T] logits or standardized predictions.
-        targets: float [B, T] labels (standardized for regression), NaN where missing.
+        output: float [B, O] logits or standardized predictions; O = T, or sum(num_classes).
+        targets: float [B, T] labels (standardized for regression; class indices for
+            multiclass), NaN where missing.
+        num_classes: [T] classes per target (multiclass only).
     Returns:
         scalar tensor.
     """
     present = ~torch.isnan(targets)
     filled = torch.where(present, targets, torch.zeros_like(targets))
-    if task == "classification":
+    if task == "multiclass":
+        if num_classes is None:
+            raise ValueError("masked_loss: multiclass needs num_classes")
+        blocks = torch.split(output, list(num_classes), dim=1)
+        losses = torch.stack(
+            [F.cross_entropy(block, filled[:, t].long(), reduction="none")
+             for t, block in enumerate(blocks)],
+            dim=1,
+        )  # [B, T]: one loop step per target, never per molecule
+    elif task == "classification":
         losses = F.binary_cross_entropy_with_logits(output, filled, reduction="none")
     else:
         losses = (output - filled) ** 2

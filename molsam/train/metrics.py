@@ -3,11 +3,19 @@
 Missing labels (NaN) are masked per task. A classification task with a single class among its
 labels has no ROC-AUC or PRC-AUC: it is skipped for those and counted, never scored as 0.5.
 Averages are over the tasks that have a value (as chemprop and MoleculeNet report them).
+
+Multiclass targets (probabilities [N, K] per target, labels are class indices): accuracy,
+balanced accuracy, macro_f1 (macro F1 over the classes in labels or predictions, sklearn's default),
+cross-entropy (sklearn's log_loss over all K classes), and macro one-vs-rest ROC-AUC: the mean of
+each class's ROC-AUC against the rest, over the classes that occur in the labels, neither all nor
+none (equal to sklearn's `roc_auc_score(multi_class="ovr", average="macro")` when every class
+occurs; that call refuses the common case of a small test set lacking a class).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,18 +23,46 @@ from sklearn import metrics as skm
 
 CLASSIFICATION_METRICS = ("roc_auc", "prc_auc", "accuracy", "balanced_accuracy", "f1")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
+MULTICLASS_METRICS = ("cross_entropy", "accuracy", "balanced_accuracy", "roc_auc", "macro_f1")
 #: Metrics where lower is better (used to pick the best epoch).
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "cross_entropy"})
 #: Metrics that need both classes present.
 NEEDS_TWO_CLASSES = frozenset({"roc_auc", "prc_auc", "balanced_accuracy"})
 
 
 def default_metric(task: str) -> str:
-    return "roc_auc" if task == "classification" else "rmse"
+    """roc_auc (classification), cross_entropy (multiclass: always defined, as chemprop's
+    default), rmse (regression)."""
+    return {"classification": "roc_auc", "multiclass": "cross_entropy"}.get(task, "rmse")
 
 
 def metric_names(task: str) -> tuple[str, ...]:
+    if task == "multiclass":
+        return MULTICLASS_METRICS
     return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+
+
+def _multiclass(name: str, y: np.ndarray, p: np.ndarray) -> float | None:
+    """One metric of one multiclass target: y int [n] class indices, p float [n, K]."""
+    k = p.shape[1]
+    predicted = p.argmax(axis=1)
+    with warnings.catch_warnings():
+        # sklearn warns when predictions hold a class the labels lack; that is no error here.
+        warnings.simplefilter("ignore")
+        if name == "accuracy":
+            return float(skm.accuracy_score(y, predicted))
+        if name == "balanced_accuracy":
+            return float(skm.balanced_accuracy_score(y, predicted))
+        if name == "macro_f1":
+            return float(skm.f1_score(y, predicted, average="macro", zero_division=0.0))
+        if name == "cross_entropy":
+            return float(skm.log_loss(y, p, labels=list(range(k))))
+        if name == "roc_auc":
+            scores = [
+                skm.roc_auc_score(y == c, p[:, c]) for c in range(k) if 0 < (y == c).sum() < len(y)
+            ]
+            return float(np.mean(scores)) if scores else None
+    raise ValueError(f"unknown multiclass metric {name!r}")
 
 
 def _one(name: str, y: np.ndarray, p: np.ndarray) -> float:
@@ -55,14 +91,17 @@ def task_metrics(
     task: str,
     target_names: Sequence[str],
     names: Sequence[str] | None = None,
+    classes: Sequence[Sequence[str]] | None = None,
 ) -> dict:
     """Score predictions per task and averaged over tasks.
 
     Args:
-        y_true: float [N, T], NaN where a label is missing.
-        y_pred: float [N, T]: probabilities (classification) or values in original units.
-        task: "classification" or "regression".
+        y_true: float [N, T], NaN where a label is missing (class indices for multiclass).
+        y_pred: float [N, T]: probabilities (classification) or values in original units;
+            multiclass: [N, sum K_t], each target's block of class probabilities.
+        task: "classification", "regression" or "multiclass".
         names: metrics to compute (default: all for the task type).
+        classes: [T] class names per target (multiclass only).
 
     Returns:
         {"tasks": {target: {metric: value or None}}, "mean": {metric: value or None},
@@ -72,16 +111,29 @@ def task_metrics(
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
     per_task: dict[str, dict] = {}
-    for t, target in enumerate(target_names):
-        mask = ~np.isnan(y_true[:, t])
-        y, p = y_true[mask, t], y_pred[mask, t]
-        scores = {}
-        for name in names:
-            if len(y) == 0 or (name in NEEDS_TWO_CLASSES and len(np.unique(y)) < 2):
-                scores[name] = None
-            else:
-                scores[name] = _one(name, y, p)
-        per_task[target] = scores
+    if task == "multiclass":
+        if classes is None:
+            raise ValueError("task_metrics: multiclass needs classes")
+        start = 0
+        for t, target in enumerate(target_names):
+            k = len(classes[t])
+            mask = ~np.isnan(y_true[:, t])
+            y, p = y_true[mask, t].astype(np.int64), y_pred[mask, start : start + k]
+            start += k
+            per_task[target] = {
+                name: _multiclass(name, y, p) if len(y) else None for name in names
+            }
+    else:
+        for t, target in enumerate(target_names):
+            mask = ~np.isnan(y_true[:, t])
+            y, p = y_true[mask, t], y_pred[mask, t]
+            scores = {}
+            for name in names:
+                if len(y) == 0 or (name in NEEDS_TWO_CLASSES and len(np.unique(y)) < 2):
+                    scores[name] = None
+                else:
+                    scores[name] = _one(name, y, p)
+            per_task[target] = scores
     mean, skipped = {}, {}
     for name in names:
         values = [s[name] for s in per_task.values() if s[name] is not None and not math.isnan(s[name])]

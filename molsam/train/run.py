@@ -23,6 +23,7 @@ from molsam.config import Recipe, load_recipe, recipe_to_dict, save_recipe
 from molsam.data.pipeline import DataSpec, load_store, split_store
 from molsam.data.split_stats import saved_split_indices, split_statistics, write_splits_json
 from molsam.data.splits import file_split
+from molsam.data.targets import targets_line
 from molsam.data.store import GraphStore
 from molsam.errors import ConfigError, InputError
 from molsam.jsonio import write_json_atomic
@@ -34,7 +35,7 @@ from molsam.devices import (
     resolve_device,
 )
 from molsam.train.loop import ReplicateResult, ReplicateTrainer, warmup_epochs
-from molsam.train.metrics import mean_std
+from molsam.train.metrics import mean_std, metric_names
 from molsam.train.plots import plot_learning_curves
 
 log = logging.getLogger("molsam")
@@ -55,7 +56,10 @@ def load_recipe_data(
         on_progress=on_progress,
     )
     if store.num_tasks == 0:
-        raise InputError(f"{store.source}: no target columns to train on (set data.target_columns)")
+        raise InputError(
+            f"{store.source}: no target columns to train on "
+            f"({targets_line([], None, store.ignored)}); set data.target_columns"
+        )
     return store
 
 
@@ -77,6 +81,7 @@ def train_recipe(
     on_progress: Callable[[dict], None] | None = None,
     on_featurize: Callable[[int, int], None] | None = None,
     log_warning: Callable[[str], None] = log.warning,
+    log_info: Callable[[str], None] = log.info,
 ) -> dict:
     """Train every replicate of `recipe` into `out_dir`; returns the summary (also saved).
 
@@ -86,8 +91,15 @@ def train_recipe(
     out = Path(out_dir)
     recipe_dict = recipe_to_dict(recipe)
     store = load_recipe_data(recipe, on_featurize)
+    log_info(targets_line(store.target_names, store.task, store.ignored, store.classes))
     task = recipe.data.task or store.task
     check_task_labels(store, task)
+    metric = recipe.train.metric
+    if metric is not None and metric not in metric_names(task):
+        raise ConfigError(
+            f"train.metric: {metric!r} does not apply to {task} targets "
+            f"({', '.join(store.target_names)}); valid: {', '.join(metric_names(task))}"
+        )
     if not resume:
         output_folder(out, "--out")
     with run_lock(out):
@@ -152,6 +164,7 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
             trainer = ReplicateTrainer(
                 recipe, recipe_dict, source, split, task=task, target_names=store.target_names,
                 seed=seed, out_dir=out / f"seed_{seed}", device=device, on_progress=on_progress,
+                classes=store.classes,
             )
             last = out / f"seed_{seed}" / "last.pt"
             if resume and last.exists():

@@ -264,8 +264,18 @@ def test_build_checkpoint_rejects_mismatched_targets() -> None:
             small_model(), target_names=["a", "b", "c"], task="classification",
             recipe={}, split_seed=0, seed=0, epoch=0,
         )
-    with pytest.raises(ValueError, match="classification, regression"):
+    with pytest.raises(ValueError, match="classification, regression, multiclass"):
+        build_checkpoint(
+            small_model(), target_names=["a", "b"], task="ranking",
+            recipe={}, split_seed=0, seed=0, epoch=0,
+        )
+    with pytest.raises(ValueError, match="classes: needed for multiclass"):
         build_checkpoint(
             small_model(), target_names=["a", "b"], task="multiclass",
+            recipe={}, split_seed=0, seed=0, epoch=0,
+        )
+    with pytest.raises(ValueError, match="classes: 3 classes in all for a model with 2 outputs"):
+        build_checkpoint(
+            small_model(), target_names=["a"], task="multiclass", classes=[["x", "y", "z"]],
             recipe={}, split_seed=0, seed=0, epoch=0,
         )

@@ -1,0 +1,183 @@
+"""The issue's files end to end through the CLI: an SD file (featurize, train, predict, evaluate),
+a SMILES file, the CSV with ID and NAME columns, and its multiclass SOL_classification."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+from typer.testing import CliRunner
+
+from molsam.cli.main import app
+from molsam.train.checkpoint import load_checkpoint
+from tests.solubility import CLASSES, write_solubility_csv, write_solubility_sdf
+
+runner = CliRunner()
+TINY = {"model": {"hidden": 16, "layers": 1, "heads": 2, "pe_steps": 4},
+        "split": {"method": "random"}, "optim": {"warmup_epochs": 1},
+        "train": {"epochs": 1, "batch_size": 8, "workers": 1, "device": "cpu"}}
+
+
+def recipe(tmp_path, data: dict, seeds=(0,)) -> str:
+    path = tmp_path / "recipe.json"  # JSON is YAML
+    train = {**TINY["train"], "seeds": list(seeds)}
+    path.write_text(json.dumps({**TINY, "data": data, "train": train}))
+    return str(path)
+
+
+def csv_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("solubility")
+    sdf = write_solubility_sdf(folder / "sol.sdf", n=36, bad_record=5)
+    return sdf, write_solubility_csv(sdf, folder / "sol.csv")
+
+
+def test_sd_file_featurize_train_predict_evaluate(tmp_path, files):
+    sdf, table = files
+    result = runner.invoke(app, ["featurize", str(sdf), "--targets", "SOL", "--split", "random",
+                                 "-o", str(tmp_path / "f"), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert "37 rows, 36 valid, 1 invalid" in result.output
+    report = (tmp_path / "f" / "invalid_rows.csv").read_text().splitlines()
+    assert report[0] == "row,record,smiles,reason" and "SD record 5 unreadable" in report[1]
+
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", recipe(tmp_path, {"path": str(sdf),
+                                                            "target_columns": ["SOL"]}),
+                                 "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(run / "seed_0" / "best.pt")["target_names"] == ["SOL"]
+
+    result = runner.invoke(app, ["predict", str(run), str(sdf), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["smiles", "name", "ID", "NAME", "SOL", "SOL_classification", "SOL_pred",
+                       "molsam_error"]
+    assert len(rows) == 38 and rows[5][6] == "" and "SD record 5 unreadable" in rows[5][7]
+    assert rows[6][1:4] == ["nci-5", "5", "compound E4"]  # no row shifted past the bad record
+    # The same molecules from the CSV built from the SD file get the same predictions.
+    result = runner.invoke(app, ["predict", str(run), str(table), "-j", "1"])
+    from_csv = csv_rows(result.stdout)
+    from_sd = [r for r in csv_rows("\n".join(",".join(_quote(c) for c in r) for r in rows))
+               if r["smiles"]]
+    assert [r["smiles"] for r in from_sd] == [r["smiles"] for r in from_csv]
+    np.testing.assert_allclose([float(r["SOL_pred"]) for r in from_sd],
+                               [float(r["SOL_pred"]) for r in from_csv], rtol=0, atol=1e-6)
+
+    packed = tmp_path / "sol.sdf.gz"
+    packed.write_bytes(gzip.compress(sdf.read_bytes()))
+    out = tmp_path / "scores.json"
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(packed), "-o", str(out),
+                                 "-j", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    expected = np.sqrt(np.mean([(float(r["SOL_pred"]) - float(r["SOL"])) ** 2 for r in from_csv]))
+    assert scores["n"] == 36
+    assert scores["members"][0]["metrics"]["mean"]["rmse"] == pytest.approx(expected, rel=1e-5)
+
+
+def _quote(cell: str) -> str:
+    return '"' + cell.replace('"', '""') + '"'
+
+
+def test_smiles_file_predicts_like_the_csv(tmp_path, files):
+    sdf, table = files
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", recipe(tmp_path, {"path": str(table),
+                                                            "target_columns": ["SOL"]}),
+                                 "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    molecules = csv_rows(table.read_text())
+    smi = tmp_path / "sol.smi"
+    smi.write_text("".join(f"{r['smiles']} {r['NAME']}\n" for r in molecules))
+    result = runner.invoke(app, ["predict", str(run), str(smi), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    got = csv_rows(result.stdout)
+    assert list(got[0]) == ["smiles", "name", "SOL", "molsam_error"]
+    assert [r["name"] for r in got] == [r["NAME"] for r in molecules]
+    reference = csv_rows(runner.invoke(app, ["predict", str(run), str(table), "-j", "1"]).stdout)
+    np.testing.assert_allclose([float(r["SOL"]) for r in got],
+                               [float(r["SOL_pred"]) for r in reference], rtol=0, atol=1e-6)
+
+
+def test_issue_csv_ids_never_targets_and_ambiguity_is_one_line(tmp_path, files):
+    _, table = files
+    result = runner.invoke(app, ["train", recipe(tmp_path, {"path": str(table)}),
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert "\n" not in line and line.startswith("error: ") and "cannot tell which" in line
+    assert "'SOL' (numbers), 'SOL_classification' (3 class labels)" in line
+    # Without the class column, the ID column is printed as ignored and SOL is the target.
+    only = tmp_path / "numbers.csv"
+    only.write_text("".join(",".join(r.split(",")[:4]) + "\n"
+                            for r in table.read_text().splitlines()))
+    result = runner.invoke(app, ["train", recipe(tmp_path, {"path": str(only)}),
+                                 "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 0, result.output
+    assert "targets: 'SOL' (regression); ignored columns: 'ID' (an ID or name column" in \
+        " ".join(result.output.split())
+    assert load_checkpoint(tmp_path / "r2" / "seed_0" / "best.pt")["target_names"] == ["SOL"]
+
+
+def test_multiclass_train_predict_evaluate(tmp_path, files):
+    _, table = files
+    run = tmp_path / "run"
+    data = {"path": str(table), "target_columns": ["SOL_classification"]}
+    result = runner.invoke(app, ["train", recipe(tmp_path, data, seeds=(0, 1)), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "'SOL_classification' (multiclass: (A) low, (B) medium, (C) high)" in flat
+    assert "test cross_entropy:" in flat
+    ckpt = load_checkpoint(run / "seed_0" / "best.pt")
+    assert ckpt["task"] == "multiclass" and ckpt["classes"] == [list(CLASSES)]
+    splits = json.loads((run / "splits.json").read_text())
+    counts = [splits["stats"][p]["tasks"]["SOL_classification"]["class_counts"]
+              for p in ("train", "val", "test")]
+    assert [sum(c[k] for c in counts) for k in CLASSES] == [12, 12, 12]  # per-class statistics
+    header = "metrics.csv header"
+    assert (run / "seed_0" / "metrics.csv").read_text().startswith(
+        "epoch,train_loss,val_cross_entropy,val_accuracy,val_balanced_accuracy,val_roc_auc,"
+        "val_macro_f1"), header
+
+    probability = [f"SOL_classification_{c}" for c in CLASSES]
+    members = []
+    for seed in (0, 1):
+        result = runner.invoke(app, ["predict", str(run / f"seed_{seed}" / "best.pt"), str(table),
+                                     "-j", "1", "--batch-size", "5"])
+        assert result.exit_code == 0, result.output
+        members.append(np.array([[float(r[c]) for c in probability]
+                                 for r in csv_rows(result.stdout)]))
+    result = runner.invoke(app, ["predict", str(run), str(table), "-j", "1"])
+    rows = csv_rows(result.stdout)
+    assert list(rows[0])[5:] == [*probability, "SOL_classification_pred",
+                                 *(f"{c}_std" for c in probability), "molsam_error"]
+    mean = np.array([[float(r[c]) for c in probability] for r in rows])
+    std = np.array([[float(r[f"{c}_std"]) for c in probability] for r in rows])
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(mean, np.mean(members, axis=0), atol=1e-6)
+    np.testing.assert_allclose(std, np.std(members, axis=0), atol=1e-6)
+    assert [r["SOL_classification_pred"] for r in rows] == [CLASSES[i] for i in mean.argmax(1)]
+
+    out = tmp_path / "scores.json"
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(table), "-o", str(out),
+                                 "-j", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for name in ("cross_entropy", "accuracy", "balanced_accuracy", "roc_auc", "macro_f1"):
+        assert name in result.output
+    scores = json.loads(out.read_text())["ensemble"]["tasks"]["SOL_classification"]
+    y = np.array([CLASSES.index(r["SOL_classification"]) for r in rows])
+    assert scores["accuracy"] == pytest.approx(np.mean(mean.argmax(1) == y))
+    assert scores["cross_entropy"] == pytest.approx(skm.log_loss(y, mean), rel=1e-5)
+    assert scores["roc_auc"] == pytest.approx(
+        skm.roc_auc_score(y, mean, multi_class="ovr"), rel=1e-5)
+    assert scores["macro_f1"] == pytest.approx(skm.f1_score(y, mean.argmax(1), average="macro"))
