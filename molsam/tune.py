@@ -124,6 +124,7 @@ class _Prepared:
     task: str
     target_names: list[str]
     device: Any
+    classes: list[list[str]] | None = None  # multiclass class names per target
 
 
 class _DataCache:
@@ -160,7 +161,8 @@ class _DataCache:
         self.test_size = len(split.test)
         no_test = SplitIndices(split.train, split.val, np.empty(0, dtype=split.test.dtype))
         device = resolve_device(recipe.train.device, key="train.device")
-        return _Prepared(store.batch_source(device), no_test, task, store.target_names, device)
+        return _Prepared(store.batch_source(device), no_test, task, store.target_names, device,
+                         store.classes)
 
 
 # ------------------------------------------------------------------------------------ objective
@@ -231,7 +233,7 @@ class Objective:
                         recipe, recipe_dict, data.source, data.split, task=data.task,
                         target_names=data.target_names, seed=seed,
                         out_dir=Path(tmp) / f"seed_{seed}", device=data.device,
-                        on_progress=report,
+                        on_progress=report, classes=data.classes,
                     )
                     result = trainer.fit()
                     if result.best_val is None or not math.isfinite(result.best_val):
