@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +57,13 @@ from molsam.analysis.objective import (
     set_offset,
     trainable,
 )
+from molsam.devices import cpu_threads
 
 __all__ = [
     "rho_sharpness", "top_hessian_eigenvalue", "hessian_trace", "loss_landscape_1d",
-    "loss_landscape_2d", "measure", "measure_checkpoint", "DEFAULT_RHOS",
+    "loss_landscape_2d", "measure", "measure_checkpoint", "measure_run", "summarize",
+    "checkpoint_objective",
+    "DEFAULT_RHOS",
 ]
 
 #: Radii of the default report: around GraphSAM's default rho (0.01) and SAM's usual 0.05.
@@ -321,9 +326,12 @@ def measure_checkpoint(
     iters: int = DEFAULT_ITERS,
     tol: float = DEFAULT_TOL,
     probes: int = DEFAULT_PROBES,
+    points_1d: int = len(DEFAULT_ALPHAS_1D),
+    points_2d: int = len(DEFAULT_ALPHAS_2D),
     batch_size: int = 512,
     smiles_column: str | None = None,
     device: str | torch.device = "cpu",
+    threads: int | None = None,
     workers: int | None = None,
 ) -> dict:
     """Flatness of one checkpoint on its training loss over a split (see `measure`).
@@ -334,13 +342,62 @@ def measure_checkpoint(
             folder up; `split` train, val, test or all); a CSV path or dataset name measures on
             every valid molecule of it (split must then be "all" or "train", read as all).
         out_dir: where the landscape CSV/PNG files go (none written when None).
+        points_1d, points_2d: landscape grid: points_1d alphas, points_2d x points_2d (alpha,
+            beta), evenly spaced over [-1, 1] (the paper's range for filter-normalized
+            directions). Each point is one forward pass over the data.
         batch_size: molecules per loss term (memory vs speed; the value does not change the loss
             beyond float rounding).
+        threads: torch intra-op threads on the CPU for this call (restored afterwards); None
+            keeps the process's setting. molsam's default elsewhere is 1 (molsam.devices).
     Returns:
         measure()'s dict plus checkpoint, data, split, n (molecules), task.
     Raises:
         CheckpointError, InputError, ConfigError: one-line messages naming the file at fault.
     """
+    objective = checkpoint_objective(checkpoint_path, data, split, batch_size=batch_size,
+                                     smiles_column=smiles_column, device=device, workers=workers)
+    path = objective.path
+    alphas_1d, alphas_2d = _grid(points_1d), _grid(points_2d)
+    with cpu_threads(objective.device, threads) if threads else nullcontext():
+        result = measure(
+            objective.loss_fn, objective.params, rhos=rhos, steps=steps, iters=iters, tol=tol,
+            probes=probes, seed=seed, landscape=landscape, out_dir=out_dir,
+            title=f"{path.parent.name}/{path.name}", alphas_1d=alphas_1d, alphas_2d=alphas_2d)
+    return {"checkpoint": str(path), "data": objective.source_name, "split": objective.split,
+            "n": objective.n, "task": objective.task, **result}
+
+
+@dataclass
+class CheckpointObjective:
+    """A checkpoint's training loss over a set of molecules, ready for the measurements.
+
+    loss_fn: molsam.analysis.objective.dataset_loss of `model` (eval mode); params: its
+    trainable parameters; n: molecules; split: the part of the saved split (or "all").
+    """
+
+    path: Path
+    model: torch.nn.Module
+    loss_fn: LossFn
+    params: list[Tensor]
+    device: torch.device
+    task: str
+    split: str
+    n: int
+    source_name: str
+
+
+def checkpoint_objective(
+    checkpoint_path: str | Path,
+    data: str | None = None,
+    split: str = "train",
+    *,
+    batch_size: int = 512,
+    smiles_column: str | None = None,
+    device: str | torch.device = "cpu",
+    workers: int | None = None,
+) -> CheckpointObjective:
+    """Load a checkpoint and the molecules it is measured on (see measure_checkpoint): the loss
+    is masked_loss on its task, regression targets standardized with its own scaler."""
     from molsam.evaluate import labeled_molecules
     from molsam.predict import load_ensemble
 
@@ -356,9 +413,61 @@ def measure_checkpoint(
     source = labeled.store.batch_source(ensemble.device)
     loss_fn = dataset_loss(model, source, labeled.indices, targets, ensemble.task, batch_size,
                            num_classes=ensemble.num_classes)
-    path = ensemble.paths[0]
-    result = measure(
-        loss_fn, trainable(model), rhos=rhos, steps=steps, iters=iters, tol=tol, probes=probes,
-        seed=seed, landscape=landscape, out_dir=out_dir, title=f"{path.parent.name}/{path.name}")
-    return {"checkpoint": str(path), "data": labeled.source_name, "split": labeled.split,
-            "n": int(len(labeled.indices)), "task": ensemble.task, **result}
+    return CheckpointObjective(
+        path=ensemble.paths[0], model=model, loss_fn=loss_fn, params=trainable(model),
+        device=ensemble.device, task=ensemble.task, split=labeled.split,
+        n=int(len(labeled.indices)), source_name=labeled.source_name)
+
+
+def _grid(points: int) -> tuple[float, ...]:
+    if points < 2:
+        raise ValueError(f"landscape points: expected an int >= 2, got {points!r}")
+    return tuple(np.linspace(-1.0, 1.0, points).round(6).tolist())
+
+
+def measure_run(
+    path: str | Path,
+    data: str | None = None,
+    split: str = "train",
+    rhos: Sequence[float] = DEFAULT_RHOS,
+    seed: int = 0,
+    landscape: bool = True,
+    out_dir: str | Path | None = None,
+    **options,
+) -> dict:
+    """measure_checkpoint for every replicate of a run directory (seed_*/best.pt, by seed) or
+    for one checkpoint file; `options` as measure_checkpoint's keyword-only arguments.
+
+    Landscape files go to out_dir/<replicate folder, e.g. seed_0>/.
+    Returns {"replicates": [measure_checkpoint results], "summary": {quantity: {mean, std, n}}}
+    with quantities loss, sharpness@<rho>, eigenvalue, trace, seconds (std over replicates,
+    ddof=0, as run summaries use).
+    """
+    from molsam.predict import resolve_model_paths
+
+    replicates = []
+    for file in resolve_model_paths([path]):
+        folder = None
+        if out_dir is not None:
+            name = file.parent.name if file.parent.name.startswith("seed_") else file.stem
+            folder = Path(out_dir) / name
+        replicates.append(measure_checkpoint(file, data, split, rhos, seed, landscape, folder,
+                                             **options))
+    return {"replicates": replicates, "summary": summarize(replicates)}
+
+
+def summarize(replicates: Sequence[dict]) -> dict:
+    """Mean, std (ddof=0) and count over replicates of each headline number."""
+    from molsam.train.metrics import mean_std
+
+    columns: dict[str, list] = {"loss": [r["loss"] for r in replicates]}
+    for i, rho in enumerate(replicates[0]["settings"]["rhos"] if replicates else []):
+        columns[f"sharpness@{rho:g}"] = [r["rho_sharpness"][i]["sharpness"] for r in replicates]
+    columns["eigenvalue"] = [(r["top_eigenvalue"] or {}).get("eigenvalue") for r in replicates]
+    columns["trace"] = [(r["trace"] or {}).get("trace") for r in replicates]
+    columns["seconds"] = [r["seconds"]["total"] for r in replicates]
+    summary = {}
+    for key, values in columns.items():
+        mean, std, n = mean_std(values)
+        summary[key] = {"mean": mean, "std": std, "n": n}
+    return summary

@@ -59,6 +59,8 @@ from molsam.cli import train as _train  # noqa: E402
 from molsam.cli import predict as _predict  # noqa: E402
 from molsam.cli import benchmark as _benchmark  # noqa: E402
 from molsam.cli import tune as _tune  # noqa: E402
+from molsam.cli import sharpness as _sharpness  # noqa: E402
 
-for _command in (_featurize, _train, _datasets, _evaluate, _predict, _benchmark, _tune):
+for _command in (_featurize, _train, _datasets, _evaluate, _predict, _benchmark, _tune,
+                 _sharpness):
     _command.register(app)
