@@ -6,11 +6,9 @@ import math
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from molsam.devices import DEFAULT_CPU_THREADS
 from molsam.errors import ConfigError, MolsamError
+from molsam.outputs import output_file, writes_to
 
 
 def parse_rhos(values: list[str]) -> list[float]:
@@ -64,13 +62,16 @@ def sharpness(
     smiles_col: str = typer.Option(None, "--smiles-col", help="SMILES column of --data."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     threads: int = typer.Option(
-        DEFAULT_CPU_THREADS, "--threads", min=1, help="CPU threads for the measurements."),
+        None, "--threads", min=1, help="CPU threads for the measurements (default: 1)."),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Featurization processes."),
 ) -> None:
     """rho-sharpness, top Hessian eigenvalue and trace of the training loss (dropout off,
     seeded), and optional loss landscapes, per replicate."""
-    from molsam.cli.main import fail
+    from rich.console import Console
+
     from molsam.analysis.sharpness import measure_run
+    from molsam.cli.main import fail
+    from molsam.devices import DEFAULT_CPU_THREADS
     from molsam.jsonio import write_json_atomic
 
     console = Console()
@@ -78,14 +79,17 @@ def sharpness(
         rhos = parse_rhos(rho)
         if not tol > 0:
             raise ConfigError(f"--tol: {tol} is not a number > 0")
+        if out is not None:
+            output_file(out, "--out")  # before measuring, not after
         out = out or default_out(model)
         with console.status(f"measuring {model} ..."):
             result = measure_run(
                 model, data, split, rhos, seed, landscape, out.with_suffix(""), steps=steps,
                 iters=iters, tol=tol, probes=probes, points_1d=points, points_2d=grid,
                 batch_size=batch_size, smiles_column=smiles_col, device=device,
-                threads=threads, workers=workers)
-        write_json_atomic(out, result)
+                threads=threads or DEFAULT_CPU_THREADS, workers=workers)
+        with writes_to(out, "--out"):
+            write_json_atomic(out, result)
     except MolsamError as error:
         raise fail(error) from None
     first = result["replicates"][0]
@@ -103,7 +107,9 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
-def _table(result: dict, rhos: list[float]) -> Table:
+def _table(result: dict, rhos: list[float]):
+    from rich.table import Table
+
     table = Table()
     table.add_column("checkpoint")
     table.add_column("loss", justify="right")

@@ -64,3 +64,8 @@ def test_errors_are_one_line(tmp_path):
     result = runner.invoke(app, ["sharpness", str(tmp_path / "nothing.pt"), *FAST])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "nothing.pt" in result.output
+    result = runner.invoke(app, ["sharpness", str(run), "--out", str(tmp_path / "no" / "s.json"),
+                                 *FAST])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: --out {tmp_path / 'no' / 's.json'}: folder "
+                                     f"{tmp_path / 'no'} does not exist")
