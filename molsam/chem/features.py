@@ -10,6 +10,7 @@ Graphs are heavy-atom graphs (hydrogens implicit, counted by the `total_hs` code
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -46,12 +47,22 @@ class Vocabulary:
         return len(self.choices)
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Codes of integer `values` (enums as their int); unknown values get `self.unknown`."""
+        """Codes of integer `values` (enums as their int); unknown values get `self.unknown`.
+
+        One table lookup: known values span a small range (at most 118 wide), so a table from
+        value - min to code, with anything outside the range sent to the unknown slot.
+        """
+        low, table = self._lookup
+        shifted = np.asarray(values, dtype=np.int64) - low
+        inside = (shifted >= 0) & (shifted < len(table))
+        return np.where(inside, table[np.where(inside, shifted, 0)], self.unknown).astype(np.uint8)
+
+    @functools.cached_property
+    def _lookup(self) -> tuple[int, np.ndarray]:
         keys = np.array([int(c) for c in self.choices], dtype=np.int64)
-        order = np.argsort(keys)
-        sorted_keys = keys[order]
-        at = np.clip(np.searchsorted(sorted_keys, values), 0, len(keys) - 1)
-        return np.where(sorted_keys[at] == values, order[at], self.unknown).astype(np.uint8)
+        table = np.full(int(keys.max() - keys.min()) + 1, self.unknown, dtype=np.uint8)
+        table[keys - keys.min()] = np.arange(len(keys))
+        return int(keys.min()), table
 
 
 _HT = Chem.rdchem.HybridizationType
@@ -130,49 +141,74 @@ class MolArrays(NamedTuple):
 
 
 def _raw_atom_values(atom: Chem.Atom) -> tuple:
+    """The per-atom getters; degree and ring membership come from the bond arrays instead."""
     return (
         atom.GetAtomicNum(),
         int(atom.GetChiralTag()),
-        atom.GetDegree(),
         atom.GetFormalCharge(),
         atom.GetTotalNumHs(),
         atom.GetNumRadicalElectrons(),
         int(atom.GetHybridization()),
         atom.GetIsAromatic(),
-        atom.IsInRing(),
     )
 
 
 def _raw_bond_values(bond: Chem.Bond) -> tuple:
+    """The per-bond getters; ring membership comes from each molecule's ring info instead."""
     return (
         bond.GetBeginAtomIdx(),
         bond.GetEndAtomIdx(),
         int(bond.GetBondType()),
         int(bond.GetStereo()),
         bond.GetIsConjugated(),
-        bond.IsInRing(),
     )
+
+
+_ATOM_GETTER_COLUMNS = (0, 1, 3, 4, 5, 6, 7)  # ATOM_FEATURES columns that `_raw_atom_values` fills
+_DEGREE, _ATOM_IN_RING = 2, 8
+_BOND_IN_RING = 3
 
 
 def mols_to_arrays(mols: Sequence[Chem.Mol], rwse_steps: int = DEFAULT_RWSE_STEPS) -> MolArrays:
     """Integer-code sanitized RDKit molecules (columns: ATOM_FEATURES, BOND_FEATURES).
 
-    The per-atom Python work is one tuple of RDKit getters; mapping raw values to codes and the
-    random-walk encodings are vectorized over all molecules at once (that is most of the speed).
+    The per-atom Python work is one tuple of seven RDKit getters and the per-bond work one of
+    five; degree (bonds per atom), bond ring membership (one RingInfo.BondRings() call per
+    molecule) and atom ring membership (an atom is in a ring iff one of its bonds is) come from
+    the bond arrays. Mapping raw values to codes (table lookups) and the random-walk encodings
+    are vectorized over all molecules at once.
     """
     atom_counts = np.fromiter((m.GetNumAtoms() for m in mols), dtype=np.int64, count=len(mols))
     bond_counts = np.fromiter((m.GetNumBonds() for m in mols), dtype=np.int64, count=len(mols))
     atoms = [_raw_atom_values(a) for m in mols for a in m.GetAtoms()]
     bonds = [_raw_bond_values(b) for m in mols for b in m.GetBonds()]
-    atom_raw = np.array(atoms, dtype=np.int64).reshape(-1, len(ATOM_FEATURES))
-    bond_raw = np.array(bonds, dtype=np.int64).reshape(-1, 2 + len(BOND_FEATURES))
+    atom_start = np.cumsum(atom_counts) - atom_counts
+    bond_start = (np.cumsum(bond_counts) - bond_counts).tolist()
+    ring_bonds = [
+        start + bond
+        for m, start in zip(mols, bond_start)
+        for ring in m.GetRingInfo().BondRings()
+        for bond in ring
+    ]
+    total_atoms, total_bonds = int(atom_counts.sum()), int(bond_counts.sum())
+    bond_raw = np.array(bonds, dtype=np.int64).reshape(-1, 5)
     bond_atoms = bond_raw[:, :2]
+    global_ends = (bond_atoms + np.repeat(atom_start, bond_counts)[:, None]).ravel()
+    bond_in_ring = np.zeros(total_bonds, dtype=np.int64)
+    bond_in_ring[ring_bonds] = 1
+    atom_raw = np.empty((total_atoms, len(ATOM_FEATURES)), dtype=np.int64)
+    atom_raw[:, _ATOM_GETTER_COLUMNS] = np.array(atoms, dtype=np.int64).reshape(-1, 7)
+    atom_raw[:, _DEGREE] = np.bincount(global_ends, minlength=total_atoms)
+    atom_raw[:, _ATOM_IN_RING] = (
+        np.bincount(global_ends, weights=np.repeat(bond_in_ring, 2), minlength=total_atoms) > 0
+    )
+    bond_raw = np.insert(bond_raw[:, 2:], _BOND_IN_RING, bond_in_ring, axis=1)
     return MolArrays(
         atom_counts=atom_counts,
         bond_counts=bond_counts,
         atom_codes=_encode_columns(atom_raw, ATOM_FEATURES),
         bond_atoms=bond_atoms,
-        bond_codes=_encode_columns(bond_raw[:, 2:], BOND_FEATURES),
+        bond_codes=_encode_columns(bond_raw, BOND_FEATURES),
         rwse=random_walk_return_probabilities(atom_counts, bond_counts, bond_atoms, rwse_steps),
     )
 
