@@ -58,7 +58,7 @@ def test_featurize_and_predict_cli_interrupts_are_one_line(tmp_path, monkeypatch
 
     data = tmp_path / "mols.csv"
     data.write_text("smiles,y\nCCO,1\nCCN,0\n")
-    monkeypatch.setattr("molsam.cli.featurize.load_store", interrupt)
+    monkeypatch.setattr("molsam.data.pipeline.load_store", interrupt)
     result = CliRunner().invoke(app, ["featurize", str(data), "--out", str(tmp_path / "out")])
     assert result.exit_code == 130
     assert "interrupted: nothing was written" in result.output
