@@ -181,3 +181,13 @@ def test_multiclass_train_predict_evaluate(tmp_path, files):
     assert scores["roc_auc"] == pytest.approx(
         skm.roc_auc_score(y, mean, multi_class="ovr"), rel=1e-5)
     assert scores["macro_f1"] == pytest.approx(skm.f1_score(y, mean.argmax(1), average="macro"))
+    # A file without '(A) low' labels is coded with the model's classes, not its own.
+    subset = tmp_path / "no_low.csv"
+    kept = [line for line in table.read_text().splitlines() if "(A) low" not in line]
+    subset.write_text("\n".join(kept) + "\n")
+    result = runner.invoke(app, ["evaluate", str(run / "seed_0" / "best.pt"), "--data",
+                                 str(subset), "-o", str(out), "-j", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    keep = y != 0
+    scores = json.loads(out.read_text())["members"][0]["metrics"]["tasks"]["SOL_classification"]
+    assert scores["accuracy"] == pytest.approx(np.mean(members[0][keep].argmax(1) == y[keep]))
