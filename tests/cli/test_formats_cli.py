@@ -191,3 +191,45 @@ def test_multiclass_train_predict_evaluate(tmp_path, files):
     keep = y != 0
     scores = json.loads(out.read_text())["members"][0]["metrics"]["tasks"]["SOL_classification"]
     assert scores["accuracy"] == pytest.approx(np.mean(members[0][keep].argmax(1) == y[keep]))
+
+
+def test_integer_labels_declared_multiclass_featurize(tmp_path):
+    rows = "".join(f"{'C' * (i % 5 + 1)}O{'C' * (i // 5)},{i % 3 * 5}\n" for i in range(18))
+    path = tmp_path / "grades.csv"
+    path.write_text("smiles,grade\n" + rows)
+    out = tmp_path / "f"
+    result = runner.invoke(app, ["featurize", str(path), "--task", "multiclass", "--split",
+                                 "random", "-o", str(out), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert "'grade' (multiclass: 0, 5, 10)" in " ".join(result.output.split())
+    stats = json.loads((out / "splits.json").read_text())["stats"]
+    counts = [stats[p]["tasks"]["grade"]["class_counts"] for p in ("train", "val", "test")]
+    assert [sum(c[k] for c in counts) for k in ("0", "5", "10")] == [6, 6, 6]
+    # Without --task the same integers are a regression target, as before.
+    result = runner.invoke(app, ["featurize", str(path), "--split", "random",
+                                 "-o", str(tmp_path / "g"), "-j", "1"])
+    assert result.exit_code == 0 and "'grade' (regression)" in result.output
+
+
+def test_two_multiclass_targets_train_and_predict(tmp_path, files):
+    _, table = files
+    molecules = csv_rows(table.read_text())
+    path = tmp_path / "two.csv"
+    path.write_text("smiles,sol,parity\n" + "".join(
+        f"{r['smiles']},{r['SOL_classification']},{'' if i % 7 == 0 else 'odd' if i % 2 else 'even'}\n"
+        for i, r in enumerate(molecules)))
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", recipe(tmp_path, {"path": str(path)}), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(run / "seed_0" / "best.pt")
+    assert ckpt["target_names"] == ["sol", "parity"]
+    assert ckpt["classes"] == [list(CLASSES), ["even", "odd"]]
+    assert ckpt["model_config"]["num_tasks"] == 5  # 3 + 2 logits
+    result = runner.invoke(app, ["predict", str(run), str(path), "-j", "1"])
+    rows = csv_rows(result.stdout)
+    assert list(rows[0])[3:] == [*(f"sol_{c}" for c in CLASSES), "sol_pred", "parity_even",
+                                 "parity_odd", "parity_pred", "molsam_error"]
+    for row in rows:
+        assert float(row["parity_even"]) + float(row["parity_odd"]) == pytest.approx(1, abs=1e-6)
+        best = "even" if float(row["parity_even"]) > float(row["parity_odd"]) else "odd"
+        assert row["parity_pred"] == best
