@@ -131,6 +131,12 @@ def boolean(key: str, value: Any) -> bool:
     return value
 
 
+def auto_or_boolean(key: str, value: Any) -> str | bool:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise _fail(key, f"{_show(value)} is not one of auto, true, false")
+
+
 def choice(choices: tuple[str, ...]) -> Check:
     def check(key: str, value: Any) -> str:
         if not isinstance(value, str) or value not in choices:
@@ -274,7 +280,11 @@ class TrainConfig:
     with or without it.
     deterministic: bitwise-repeatable runs on CUDA too (torch.use_deterministic_algorithms and
     CUBLAS_WORKSPACE_CONFIG while training; slower on a GPU, no effect on the CPU, which is
-    deterministic anyway)."""
+    deterministic anyway).
+    static_shapes: pad batches to bucketed shapes and, on CUDA, replay each shape's whole step
+    as one captured CUDA graph (molsam.train.static); auto = on for CUDA, off on the CPU.
+    sort_by_size: batch molecules of similar size together (less attention padding; changes
+    which molecules share a batch, so results differ from an unsorted run)."""
 
     epochs: int = _spec(integer(1), 30)
     batch_size: int = _spec(integer(1), 32)
@@ -288,6 +298,8 @@ class TrainConfig:
     threads: int | None = _spec(optional(integer(1)), None)
     log_sam_cosine: bool = _spec(boolean, False)
     deterministic: bool = _spec(boolean, False)
+    static_shapes: str | bool = _spec(auto_or_boolean, "auto")
+    sort_by_size: bool = _spec(boolean, False)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ which reads it with `.item()`; on the parameter's device for `capturable=True` (
 a step as a CUDA graph) and `fused=True`. A state dict also restores the saving run's param-group
 flags, so a checkpoint written by a captured CUDA run would make a CPU resume build a capturable
 Adam (which refuses CPU tensors), and one written on the CPU would silently turn capturing off.
-`settle_optimizer_state` puts both back to what this run built.
+`settle_optimizer_state` puts both back to what this run built, and with them the form of `lr`
+and `rho` (0-dim device tensors for a captured step, whose graph reads them at replay; floats
+otherwise, which a non-capturable foreach Adam requires).
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ def settle_optimizer_state(optimizer: torch.optim.Optimizer, capturable: bool) -
     for group in base.param_groups:
         if "capturable" in group:
             group["capturable"] = capturable
+        device = next((p.device for p in group["params"]), torch.device("cpu"))
+        for key in ("lr", "rho"):
+            if key not in group:
+                continue
+            if capturable:
+                group[key] = torch.tensor(float(group[key]), dtype=torch.float32, device=device)
+            elif isinstance(group[key], torch.Tensor):
+                group[key] = float(group[key])
         for p in group["params"]:
             step = base.state.get(p, {}).get("step")
             if isinstance(step, torch.Tensor):

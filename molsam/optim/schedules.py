@@ -45,7 +45,10 @@ def set_rho(optimizer: torch.optim.Optimizer, rho: float) -> None:
     """Write ρ into every param group that has one (a no-op for plain optimizers such as Adam)."""
     for group in optimizer.param_groups:
         if "rho" in group:
-            group["rho"] = rho
+            if isinstance(group["rho"], torch.Tensor):
+                group["rho"].fill_(rho)  # a captured CUDA graph reads this tensor at replay
+            else:
+                group["rho"] = rho
 
 
 def _check_noam(warmup_steps: int, total_steps: int, lrs: dict[str, float]) -> None:

@@ -32,6 +32,7 @@ from molsam.devices import resolve_precision
 from molsam.errors import CheckpointError
 from molsam.models.gps import GPSModel
 from molsam.optim import build_optimizer, reanchor, valid_keywords
+from molsam.data.buckets import size_sorted_order
 from molsam.optim.placement import settle_optimizer_state
 from molsam.optim.schedules import NoamLR, rho_at, rho_schedule_is_step, set_rho
 from molsam.train.checkpoint import (
@@ -43,6 +44,7 @@ from molsam.train.checkpoint import (
 )
 from molsam.train.inference import predict_raw, to_output_units
 from molsam.train.losses import fit_scaler, masked_loss
+from molsam.train.static import CAPTURABLE_OPTIMIZERS, StaticSteps, use_static_shapes
 from molsam.train.metrics import default_metric, is_better, metric_names, task_metrics
 
 
@@ -206,6 +208,18 @@ class ReplicateTrainer:
                 steps_per_epoch=self.steps_per_epoch, init_lr=recipe.optim.init_lr,
                 max_lr=recipe.optim.lr, final_lr=recipe.optim.final_lr,
             )
+        # Static shapes (molsam.train.static): padded batches, CUDA graphs on CUDA.
+        self.static: StaticSteps | None = None
+        if use_static_shapes(t.static_shapes, device):
+            capture = (device.type == "cuda" and recipe.optim.name in CAPTURABLE_OPTIMIZERS
+                       and not t.log_sam_cosine)
+            self.capturable = capture
+            self.static = StaticSteps(
+                self.model, self.optimizer, self.scheduler, task, source, self.targets,
+                t.batch_size, self.autocast_dtype, capture,
+                # A GraphSAM re-anchor (one extra pass, once per K epochs) runs eagerly.
+                can_capture_now=lambda: not getattr(self.optimizer, "reanchor_pending", False),
+            )
         self.start_epoch = 0
         self.last_epoch = -1
         self.best_val: float | None = None
@@ -322,12 +336,19 @@ class ReplicateTrainer:
             if epoch % o.reanchor_every == 0:
                 reanchor(self.optimizer)
             order = train_index[self.rng.permutation(len(train_index))]
+            if t.sort_by_size:
+                order = size_sorted_order(order, self.source.atom_counts_host, t.batch_size,
+                                          self.rng)
             order_on_device = self.source.upload_order(order)  # one copy per epoch
             loss_sum = torch.zeros((), device=self.device)
             for step, start in enumerate(range(0, len(order), t.batch_size)):
                 index = order[start : start + t.batch_size]
-                batch = self.source.gather(index, order_on_device[start : start + t.batch_size])
-                loss_sum += self._train_step(batch, self.targets[batch.index])
+                on_device = order_on_device[start : start + t.batch_size]
+                if self.static is not None:
+                    loss_sum += self.static.step(index, on_device)
+                else:
+                    batch = self.source.gather(index, on_device)
+                    loss_sum += self._train_step(batch, self.targets[batch.index])
                 if (step + 1) % t.log_every == 0:  # the only host sync inside an epoch
                     self.on_progress({"seed": self.seed, "epoch": epoch, "step": step + 1,
                                       "steps": self.steps_per_epoch,
@@ -337,7 +358,7 @@ class ReplicateTrainer:
             # The diagnostic's extra passes are not training cost.
             seconds = time.perf_counter() - started - diagnostics.pop("diag_seconds", 0.0)
             record = EpochRecord(
-                epoch=epoch, train_loss=train_loss, lr=self.optimizer.param_groups[0]["lr"],
+                epoch=epoch, train_loss=train_loss, lr=float(self.optimizer.param_groups[0]["lr"]),
                 rho=rho, seconds=seconds, graphs_per_s=len(order) / seconds,
                 val=self._evaluate(self.split.val), test=self._evaluate(self.split.test),
                 diagnostics=diagnostics,
