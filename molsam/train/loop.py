@@ -219,6 +219,7 @@ class ReplicateTrainer:
                 t.batch_size, self.autocast_dtype, capture,
                 # A GraphSAM re-anchor (one extra pass, once per K epochs) runs eagerly.
                 can_capture_now=lambda: not getattr(self.optimizer, "reanchor_pending", False),
+                num_classes=self.num_classes,
             )
         self.start_epoch = 0
         self.last_epoch = -1

@@ -77,7 +77,8 @@ class StaticSteps:
         model, optimizer, scheduler: as the trainer built them; with `capture` on CUDA the
             optimizer is made capturable here (settle_optimizer_state: capturable Adam, lr and
             rho as device tensors).
-        task: "classification" or "regression" (the masked loss).
+        task: "classification", "regression" or "multiclass" (the masked loss; multiclass
+            with `num_classes`, classes per target).
         source: the store on the training device; targets: float32 [G_store, T] on the device.
         batch_size: the trainer's batch size (the graphs of every shape derive from it).
         autocast_dtype: torch.bfloat16 or None.
@@ -98,9 +99,11 @@ class StaticSteps:
         autocast_dtype: torch.dtype | None,
         capture: bool,
         can_capture_now: Callable[[], bool] = lambda: True,
+        num_classes: list[int] | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.task, self.source, self.targets = task, source, targets
+        self.num_classes = num_classes
         self.buckets = Buckets.for_batch_size(batch_size)
         self.autocast_dtype = autocast_dtype
         self.capture = capture and source.device.type == "cuda"
@@ -128,7 +131,7 @@ class StaticSteps:
         def closure() -> Tensor:
             with cast:
                 output = self.model(batch)
-            loss = masked_loss(output.float(), targets, self.task)
+            loss = masked_loss(output.float(), targets, self.task, self.num_classes)
             loss.backward()
             return loss
 

@@ -40,9 +40,9 @@ def store():
                                   task="classification", rwse_steps=4, workers=1)
 
 
-def loss_and_grads(model, batch, targets, task="classification"):
+def loss_and_grads(model, batch, targets, task="classification", num_classes=None):
     model.zero_grad(set_to_none=True)
-    loss = masked_loss(model(batch).float(), targets, task)
+    loss = masked_loss(model(batch).float(), targets, task, num_classes)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
@@ -72,6 +72,30 @@ def test_padded_batch_gives_the_unpadded_loss_and_gradients(store, pooling, size
         out = model(padded)
         torch.testing.assert_close(out[:size], model(plain), atol=1e-6, rtol=1e-5)
         assert torch.isfinite(out).all()  # padding graphs are never empty: no 0/0 anywhere
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_padded_loss_of_other_tasks(store, task):
+    torch.manual_seed(0)
+    num_classes = [3, 2] if task == "multiclass" else None
+    outputs = 5 if num_classes else 2
+    model = GPSModel(outputs, hidden=16, layers=1, heads=2, dropout=0.0, pe_steps=4)
+    source = store.batch_source("cpu")
+    targets = source.y.clone()
+    if task == "multiclass":
+        targets[:, 0] = torch.arange(len(targets)) % 3
+    else:
+        targets[:, 1] = torch.linspace(-1, 1, len(targets))
+    index = np.array([5, 1, 20, 13, 7])
+    on_device = torch.from_numpy(index)
+    padded, padded_targets, _ = gather_padded(source, Buckets.for_batch_size(8), index,
+                                              on_device, targets)
+    loss, grads = loss_and_grads(model, source.gather(index), targets[on_device], task,
+                                 num_classes)
+    padded_loss, padded_grads = loss_and_grads(model, padded, padded_targets, task, num_classes)
+    torch.testing.assert_close(padded_loss, loss, atol=1e-6, rtol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(padded_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_padding_layout_is_inert_and_spread(store):
@@ -169,7 +193,7 @@ def test_bucketed_trainer_matches_the_eager_one_on_cpu(store, tmp_path, optimize
     assert eager.optimizer.steps == bucketed.optimizer.steps if optimizer == "graphsam" else True
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)`")
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_lr_and_rho_tensors_for_capture_and_back():
     # A captured graph reads lr and rho at replay, so they must be tensors filled in place; a
     # resumed eager run must get floats back (non-capturable foreach Adam refuses tensor lr).
