@@ -1,28 +1,38 @@
-"""Training throughput (graphs/s) on BBBP: molsam (adam, sam, graphsam) against plain PyG.
+"""Training throughput (graphs/s): PyG GPSConv + DataLoader, molsam eager, molsam static shapes.
 
-molsam's path is exactly what `molsam train` runs inside an epoch: a ReplicateTrainer built from a
-recipe (molsam.config.recipe_from_dict), batches from the store's BatchSource.gather, and the
-trainer's own `_train_step` (closure, autocast policy, optimizer.step, Noam scheduler), with the
-epoch-start rho/re-anchor calls of `ReplicateTrainer.fit`. Validation, checkpoints and metrics.csv
-are left out (they are per epoch, not per step).
+Implementations (`--modes`):
+- `pyg`: what a PyG user writes: torch_geometric.data.Data per molecule (the same integer codes
+  from the same GraphStore, bonds in both directions, RWSE), torch_geometric.loader.DataLoader
+  (shuffled), GPSConv with GINEConv inside (same hidden, layers, heads), mean pooling, the same
+  head, Adam. The baseline.
+- `eager`: `molsam train`'s step (ReplicateTrainer, static_shapes false): batches gathered on the
+  device, one eager step per batch.
+- `static`: `train.static_shapes: true`: batches padded to bucketed shapes; on CUDA every shape's
+  whole step is captured once as a CUDA graph and replayed ("captured" in the table), on the CPU
+  the padded step runs eagerly ("padded").
 
-The baseline is what a PyG user writes: torch_geometric.data.Data per molecule (the same integer
-atom/bond codes from the same GraphStore, bonds in both directions, RWSE), the
-torch_geometric.loader.DataLoader (shuffled), GPSConv with GINEConv inside (same hidden, layers,
-heads, dropout), mean pooling, the same head, Adam.
+Each configuration (mode x optimizer x precision x batch size) trains on all molecules of the
+store as its training part, epoch by epoch exactly as `ReplicateTrainer.fit` does (re-anchor at
+the epoch start, shuffled order uploaded once, one host sync at the epoch end; validation and
+checkpoints left out). `--warmup-epochs` untimed epochs first (allocator, kernels, GraphSAM's
+re-anchor, the warm-up and capture of every batch shape), then `--rounds` timed epochs,
+interleaved across configurations so machine noise hits all alike; the median is reported.
 
-Timing: every configuration gets one untimed warm-up pass, then `--rounds` timed passes of
-`--steps` training steps, rounds interleaved across configurations (machine noise hits all
-alike); the median round is reported.
+    python benchmarks/train_throughput.py --store featurized/bbbp/store.pt --device cuda \\
+        --hidden 256 --layers 4 --batch-sizes 32 128 512 --precisions fp32 bf16
+    python benchmarks/train_throughput.py --data bbbp --device cpu --modes eager static \\
+        --hidden 64 --layers 3 --batch-sizes 32 128 --optimizers graphsam --precisions fp32
 
-    .venv/bin/python benchmarks/train_throughput.py [--device cpu] [--threads 1] \
-        [--hidden 64 --layers 3] [--batch-sizes 32 128] [--steps 30] [--rounds 3]
+`--store` takes a featurized store (molsam featurize ... --out DIR writes DIR/store.pt), so a
+machine without RDKit can run it; `--data` featurizes (or loads from molsam's cache) a CSV or
+dataset name. `--json PATH` also writes the table as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
+import gc
 import statistics
 import tempfile
 import time
@@ -33,64 +43,86 @@ import torch
 from torch import nn
 
 from molsam.config import recipe_from_dict
-from molsam.data.pipeline import DataSpec, load_store
+from molsam.data.buckets import size_sorted_order
 from molsam.data.splits import SplitIndices
+from molsam.data.store import GraphStore
+from molsam.devices import deterministic_algorithms
+from molsam.jsonio import write_json_atomic
 from molsam.optim import reanchor
-from molsam.optim.schedules import rho_at, set_rho
 from molsam.train.loop import ReplicateTrainer
 
 OPTIMIZERS = ("adam", "sam", "graphsam")
+MODES = ("pyg", "eager", "static")
+PRECISIONS = ("fp32", "bf16")
 
 
 # --------------------------------------------------------------------------------- molsam
 class MolsamRunner:
-    """A ReplicateTrainer on all of BBBP as its training part, stepped as `fit` steps it."""
+    """A ReplicateTrainer with molecules `index` as its training part, stepped as `fit` does."""
 
-    def __init__(self, store, source, optimizer: str, batch_size: int, args, device, out_dir):
+    def __init__(self, store, source, optimizer, batch_size, precision, static, args, device,
+                 out_dir, index):
         recipe_dict = {
-            "data": {"path": args.data, "target_columns": ["p_np"]},
-            "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads},
+            "data": {"path": str(args.store or args.data)},
+            "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads,
+                      "pe_steps": int(store.rwse.shape[1])},
             "optim": {"name": optimizer},
-            "train": {"batch_size": batch_size, "epochs": 30, "device": device.type,
-                      "precision": args.precision},
+            "train": {"batch_size": batch_size, "epochs": 1000, "device": device.type,
+                      "precision": precision, "static_shapes": static,
+                      "sort_by_size": args.sort_by_size},
         }
         recipe = recipe_from_dict(recipe_dict)
-        everything = np.arange(len(store), dtype=np.int64)
-        split = SplitIndices(everything, everything[:0], everything[:0])
+        split = SplitIndices(index, index[:0], index[:0])
         self.trainer = ReplicateTrainer(
             recipe, recipe_dict, source, split, task="classification",
             target_names=store.target_names, seed=0, out_dir=out_dir, device=device,
         )
-        self.batch_size = batch_size
         self.epoch = 0
-        self.order = np.empty(0, dtype=np.int64)
 
-    def run(self, steps: int) -> None:
-        t, o, tr = self.trainer.recipe.train, self.trainer.recipe.optim, self.trainer
+    def run_epoch(self) -> int:
+        """One training epoch; returns the number of molecules trained on."""
+        tr = self.trainer
+        t, o = tr.recipe.train, tr.recipe.optim
         tr.model.train()
+        if self.epoch % o.reanchor_every == 0:
+            reanchor(tr.optimizer)
+        self.epoch += 1
+        order = tr.split.train[tr.rng.permutation(len(tr.split.train))]
+        if t.sort_by_size:
+            order = size_sorted_order(order, tr.source.atom_counts_host, t.batch_size, tr.rng)
+        on_device = tr.source.upload_order(order)
         loss_sum = torch.zeros((), device=tr.device)
-        for _ in range(steps):
-            if len(self.order) == 0:  # epoch boundary, as in ReplicateTrainer.fit
-                set_rho(tr.optimizer, rho_at(self.epoch, o.rho, o.gamma, o.rho_every))
-                if self.epoch % o.reanchor_every == 0:
-                    reanchor(tr.optimizer)
-                self.order = tr.split.train[tr.rng.permutation(len(tr.split.train))]
-                self.epoch += 1
-            index, self.order = self.order[: t.batch_size], self.order[t.batch_size:]
-            batch = tr.source.gather(index)
-            loss_sum += tr._train_step(batch, tr.targets[batch.index])
-        float(loss_sum)  # one host sync per timed pass, as fit does at epoch end
+        for start in range(0, len(order), t.batch_size):
+            index, idx = order[start : start + t.batch_size], on_device[start : start + t.batch_size]
+            if tr.static is not None:
+                loss_sum += tr.static.step(index, idx)
+            else:
+                batch = tr.source.gather(index, idx)
+                loss_sum += tr._train_step(batch, tr.targets[batch.index])
+        float(loss_sum)  # the epoch's one host sync, as in fit
+        return len(order)
+
+    def note(self) -> str:
+        static = self.trainer.static
+        if static is None:
+            return ""
+        if static.capture:
+            total = static.replayed + static.eager
+            return (f"{len(static.graphs)} graphs / {len(static.shapes_seen)} shapes, "
+                    f"{static.replayed / max(total, 1):.0%} replayed")
+        return f"{len(static.shapes_seen)} shapes"
 
 
 # ------------------------------------------------------------------------------------ PyG
 class PyGGPS(nn.Module):
     """GPSConv(GINEConv) stack on embedded integer codes, the usual PyG example shape."""
 
-    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, pe_steps: int):
+    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, pe_steps: int,
+                 tasks: int):
         super().__init__()
         from torch_geometric.nn import GINEConv, GPSConv
 
-        from molsam.chem.features import ATOM_VOCAB_SIZES, BOND_VOCAB_SIZES
+        from molsam.chem.spec import ATOM_VOCAB_SIZES, BOND_VOCAB_SIZES
 
         self.atom_emb = nn.ModuleList(nn.Embedding(n, hidden) for n in ATOM_VOCAB_SIZES)
         self.bond_emb = nn.ModuleList(nn.Embedding(n, hidden) for n in BOND_VOCAB_SIZES)
@@ -101,7 +133,7 @@ class PyGGPS(nn.Module):
             self.convs.append(GPSConv(hidden, GINEConv(mlp), heads=heads, dropout=dropout,
                                       norm="layer_norm"))
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                  nn.Linear(hidden, 1))
+                                  nn.Linear(hidden, tasks))
 
     def forward(self, data):
         from torch_geometric.nn import global_mean_pool
@@ -127,40 +159,43 @@ def pyg_dataset(store) -> list:
             pe=torch.from_numpy(store.rwse[a0:a1].astype(np.float32)),
             edge_index=torch.cat([ends, ends.flip(0)], dim=1),
             edge_attr=torch.cat([codes, codes], dim=0),
-            y=torch.from_numpy(store.y[g:g + 1].astype(np.float32)),
+            y=torch.from_numpy(np.nan_to_num(store.y[g:g + 1]).astype(np.float32)),
         ))
     return out
 
 
 class PyGRunner:
-    def __init__(self, dataset, batch_size: int, args, device):
+    def __init__(self, dataset, batch_size: int, precision: str, args, device):
         from torch_geometric.loader import DataLoader
 
         torch.manual_seed(0)
         self.device = device
-        self.model = PyGGPS(args.hidden, args.layers, args.heads, 0.1,
-                            dataset[0].pe.shape[1]).to(device)
+        self.model = PyGGPS(args.hidden, args.layers, args.heads, 0.1, dataset[0].pe.shape[1],
+                            dataset[0].y.shape[1]).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
-        self.iterator = iter(self.loader)
+        self.autocast = precision == "bf16"
+        self.size = len(dataset)
 
-    def run(self, steps: int) -> None:
+    def run_epoch(self) -> int:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(steps):
-            try:
-                data = next(self.iterator)
-            except StopIteration:
-                self.iterator = iter(self.loader)
-                data = next(self.iterator)
+        cast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
+                else contextlib.nullcontext())
+        for data in self.loader:
             data = data.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            out = self.model(data)
-            loss = nn.functional.binary_cross_entropy_with_logits(out, data.y)
+            with cast:
+                out = self.model(data)
+            loss = nn.functional.binary_cross_entropy_with_logits(out.float(), data.y)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.detach()
         float(loss_sum)
+        return self.size
+
+    def note(self) -> str:
+        return ""
 
 
 # ----------------------------------------------------------------------------------- main
@@ -169,76 +204,138 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def load(args) -> GraphStore:
+    if args.store:
+        return GraphStore.load(args.store)
+    from molsam.data.pipeline import DataSpec, load_store  # featurizes: needs RDKit
+
+    return load_store(DataSpec(args.data, task="classification"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="bbbp",
-                        help="CSV file or dataset name (MOLSAM_DATA_DIR for local copies)")
+    source_args = parser.add_mutually_exclusive_group(required=True)
+    source_args.add_argument("--store", help="a featurized store file (store.pt)")
+    source_args.add_argument("--data", help="CSV file or dataset name (featurized here)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads on the CPU (default: torch's default)")
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads on the CPU (molsam trains with 1)")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
-    parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per timed round (default: about 1000 graphs)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-pyg", action="store_true")
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512])
+    parser.add_argument("--molecules", type=int, default=None,
+                        help="use the first N molecules of the store (default: all)")
+    parser.add_argument("--warmup-epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per configuration")
+    parser.add_argument("--sort-by-size", action="store_true")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="train.deterministic: deterministic kernels (measures their cost)")
+    parser.add_argument("--json", help="also write the table to this JSON file")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    if args.threads is not None:
+    if device.type == "cpu":
         torch.set_num_threads(args.threads)
-    store = load_store(DataSpec(args.data, target_columns=["p_np"], task="classification"))
+    store = load(args)
+    store_size = len(store) if not args.molecules else min(args.molecules, len(store))
+    index = np.arange(store_size, dtype=np.int64)
     source = store.batch_source(device)
-    dataset = None if args.no_pyg else pyg_dataset(store)
+    dataset = None
+    if "pyg" in args.modes:
+        try:
+            dataset = pyg_dataset(store)[:store_size]
+        except ImportError as exc:
+            print(f"PyG baseline skipped: {exc}")
     tmp = tempfile.TemporaryDirectory()
+    static_label = "captured" if device.type == "cuda" else "padded"
 
-    configs = []  # (implementation, optimizer, batch, runner, steps)
-    for b in args.batch_sizes:
-        steps = args.steps or max(4, math.ceil(1000 / b))
-        if dataset is not None:
-            configs.append(("pyg", "adam", b, PyGRunner(dataset, b, args, device), steps))
-        for name in args.optimizers:
-            configs.append(("molsam", name, b,
-                            MolsamRunner(store, source, name, b, args, device,
-                                         Path(tmp.name) / f"{name}-{b}"), steps))
+    def build(b: int) -> list:
+        """The configurations of one batch size: (mode label, optimizer, precision, b, runner)."""
+        configs = []
+        for precision in args.precisions:
+            if dataset is not None:
+                configs.append(("pyg", "adam", precision, b,
+                                PyGRunner(dataset, b, precision, args, device)))
+            for mode in ("eager", "static"):
+                if mode not in args.modes:
+                    continue
+                for name in args.optimizers:
+                    runner = MolsamRunner(store, source, name, b, precision, mode == "static",
+                                          args, device,
+                                          Path(tmp.name) / f"{mode}-{name}-{precision}-{b}",
+                                          index)
+                    label = static_label if mode == "static" else "eager"
+                    configs.append((label, name, precision, b, runner))
+        return configs
 
-    for *_, runner, steps in configs:  # warm-up: allocator, kernels, first re-anchor
-        runner.run(steps)
-    sync(device)
-    times: dict[int, list[float]] = {i: [] for i in range(len(configs))}
-    for _ in range(args.rounds):
-        for i, (*_, runner, steps) in enumerate(configs):
+    # One batch size at a time (rounds interleaved within it), its models and captured graphs
+    # freed before the next: all of them at once could exceed the GPU's memory.
+    context = deterministic_algorithms(True) if args.deterministic else contextlib.nullcontext()
+    rate: dict[tuple, float] = {}
+    notes: dict[tuple, str] = {}
+    order: list[tuple] = []
+    with context:
+        for b in args.batch_sizes:
+            configs = build(b)
+            times: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+            graphs: dict[int, int] = {}
+            for *_, runner in configs:  # warm-up: allocator, kernels, re-anchor, captures
+                for _ in range(args.warmup_epochs):
+                    runner.run_epoch()
             sync(device)
-            start = time.perf_counter()
-            runner.run(steps)
-            sync(device)
-            times[i].append(time.perf_counter() - start)
+            for _ in range(args.rounds):
+                for i, (*_, runner) in enumerate(configs):
+                    sync(device)
+                    start = time.perf_counter()
+                    graphs[i] = runner.run_epoch()
+                    sync(device)
+                    times[i].append(time.perf_counter() - start)
+            for i, (label, opt, precision, _, runner) in enumerate(configs):
+                key = (label, opt, precision, b)
+                rate[key] = graphs[i] / statistics.median(times[i])
+                notes[key] = runner.note()
+                order.append(key)
+            del configs, runner
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    autocast = next((r.trainer.autocast_dtype for _, _, _, r, _ in configs
-                     if isinstance(r, MolsamRunner)), None)
-    print(f"BBBP ({len(store)} molecules), device {device}, torch threads {threads}, "
-          f"hidden {args.hidden}, layers {args.layers}, heads {args.heads}, "
-          f"molsam autocast {autocast or 'off (fp32)'}, PyG fp32, "
-          f"median of {args.rounds} interleaved rounds")
-    print(f"{'implementation':<15}{'optimizer':<10}{'batch':>6}{'steps':>7}{'graphs/s':>11}"
-          f"{'vs PyG':>9}")
-    rate: dict[tuple[str, str, int], float] = {}
-    for i, (impl, name, b, _, steps) in enumerate(configs):
-        rate[impl, name, b] = steps * b / statistics.median(times[i])
-    for impl, name, b, _, steps in configs:
-        base = rate.get(("pyg", "adam", b))
-        ratio = f"{rate[impl, name, b] / base:8.2f}x" if base else f"{'-':>9}"
-        print(f"{impl:<15}{name:<10}{b:>6}{steps:>7}{rate[impl, name, b]:>11.0f}{ratio}")
-    for b in args.batch_sizes:
-        adam = rate.get(("molsam", "adam", b))
-        for name in ("graphsam", "sam"):
-            if adam and ("molsam", name, b) in rate:
-                print(f"batch {b}: {name}/adam time ratio {adam / rate['molsam', name, b]:.2f}")
+    print(f"{store_size} molecules, device {device} ({name}), torch {torch.__version__}, "
+          f"threads {threads}, hidden {args.hidden} x {args.layers} layers, heads {args.heads}, "
+          f"deterministic {args.deterministic}, sort_by_size {args.sort_by_size}, median of "
+          f"{args.rounds} interleaved epochs after {args.warmup_epochs} warm-up epochs")
+    print(f"{'implementation':<16}{'optimizer':<10}{'precision':<10}{'batch':>6}"
+          f"{'graphs/s':>11}{'vs PyG':>9}{'vs eager':>10}  note")
+    rows = []
+    for label, opt, precision, b in order:
+        r = rate[label, opt, precision, b]
+        note = notes[label, opt, precision, b]
+        pyg = rate.get(("pyg", "adam", precision, b))
+        eager = rate.get(("eager", opt, precision, b))
+        vs_pyg = f"{r / pyg:8.2f}x" if pyg and label != "pyg" else f"{'-':>9}"
+        vs_eager = f"{r / eager:9.2f}x" if eager and label == static_label else f"{'-':>10}"
+        print(f"{label:<16}{opt:<10}{precision:<10}{b:>6}{r:>11.0f}{vs_pyg}{vs_eager}  {note}")
+        rows.append({"implementation": label, "optimizer": opt, "precision": precision,
+                     "batch": b, "graphs_per_s": r, "vs_pyg": r / pyg if pyg else None,
+                     "vs_eager": r / eager if eager and label == static_label else None,
+                     "note": note})
+    for label in ("eager", static_label):
+        for precision in args.precisions:
+            for b in args.batch_sizes:
+                adam = rate.get((label, "adam", precision, b))
+                for opt in ("graphsam", "sam"):
+                    other = rate.get((label, opt, precision, b))
+                    if adam and other:
+                        print(f"{label} {precision} batch {b}: {opt}/adam time per step "
+                              f"{adam / other:.3f}")
+    if args.json:
+        write_json_atomic(args.json, {"device": name, "args": vars(args), "rows": rows})
     tmp.cleanup()
 
 
