@@ -51,7 +51,7 @@ def sharpness(
     iters: int = typer.Option(
         20, "--iters", min=0, help="Power iterations at most for the top eigenvalue (0: skip)."),
     tol: float = typer.Option(1e-3, "--tol", help="Relative change that stops them."),
-    probes: int = typer.Option(8, "--probes", min=0, help="Hutchinson probes (0: skip trace)."),
+    probes: int = typer.Option(4, "--probes", min=0, help="Hutchinson probes (0: skip trace)."),
     landscape: bool = typer.Option(
         False, "--landscape/--no-landscape",
         help="1-D and 2-D loss landscapes as CSV + PNG (one forward pass per grid point)."),
