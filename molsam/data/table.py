@@ -212,6 +212,8 @@ def read_table(
     id_at = header.column_index(id_column, "ID", "--id-col") if id_column else None
     records = list(rows)
     if not records:
+        if header.unit == "record":
+            raise InputError(f"{header.path}: no SD records (an empty SD file)")
         raise InputError(f"{header.path}: no data rows below the header")
     cells_only = [cells for _, cells in records]
 

@@ -90,3 +90,24 @@ def test_smiles_file_non_utf8_byte_names_its_line(tmp_path):
     header, rows = iter_table(path)
     with pytest.raises(InputError, match=r"bad.smi: line 3: not UTF-8"):
         list(rows)
+
+
+def test_rdkit_shipped_sd_file_reads_with_its_own_properties():
+    from tests.solubility import NCI
+
+    table = read_table(NCI, target_columns=["CLOGP"])
+    assert len(table) == 200 and table.task == "regression" and not table.problems
+    with open(NCI, "rb") as handle:
+        first = next(Chem.ForwardSDMolSupplier(handle))
+    assert table.smiles[0] == Chem.MolToSmiles(first)  # the structure, not a text property
+    assert table.targets[0, 0] == pytest.approx(float(first.GetProp("CLOGP")))
+    header, _ = iter_table(NCI)
+    assert {"SMILES", "ISM", "AMW"} <= set(header.columns) and header.columns[:2] == ("smiles",
+                                                                                      "name")
+
+
+def test_empty_sd_file_is_one_line(tmp_path):
+    path = tmp_path / "empty.sdf"
+    path.write_text("")
+    with pytest.raises(InputError, match=r"empty.sdf: no SD records"):
+        read_table(path)
