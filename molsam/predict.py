@@ -315,27 +315,42 @@ class PredictSummary:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
+def kept_input_columns(header: TableHeader) -> list[int]:
+    """Positions of the input columns copied to the output: all of them, except the
+    molsam_error of a file molsam wrote earlier, which this run's own molsam_error replaces
+    (two columns of one name could not be told apart)."""
+    return [i for i, name in enumerate(header.columns) if name != ERROR_COLUMN]
+
+
 def output_columns(header: TableHeader, ensemble: Ensemble) -> list[str]:
-    """Input columns, then one per task (`<task>_pred` if the input already has `<task>`), then
-    `<task>_std` for an ensemble, then molsam_error. Multiclass: per task `<task>_<class>` for
-    each class, then `<task>` (the predicted class); an ensemble adds `<task>_<class>_std`."""
-    taken = set(header.columns)
+    """Kept input columns (kept_input_columns), then one per task (`<task>_pred` if the input
+    already has `<task>`, `<task>_pred2`, ... if it has that too, as a file molsam predicted
+    before does), then `<task>_std` for an ensemble, then molsam_error. Multiclass: per task
+    `<task>_<class>` for each class, then `<task>` (the predicted class); an ensemble adds
+    `<task>_<class>_std`."""
+    columns = [header.columns[i] for i in kept_input_columns(header)]
+    taken = set(columns) | {ERROR_COLUMN}
 
     def free(name: str) -> str:
-        return name if name not in taken else f"{name}_pred"
+        candidate, n = name, 1
+        while candidate in taken:
+            candidate = f"{name}_pred" if n == 1 else f"{name}_pred{n}"
+            n += 1
+        taken.add(candidate)
+        return candidate
 
     if ensemble.classes is None:
         names = [free(t) for t in ensemble.target_names]
-        columns = list(header.columns) + names
+        columns += names
         std = [f"{n}_std" for n in names]
     else:
-        columns, std = list(header.columns), []
+        std = []
         for target, classes in zip(ensemble.target_names, ensemble.classes):
             probabilities = [free(f"{target}_{c}") for c in classes]
             columns += probabilities + [free(target)]
             std += [f"{n}_std" for n in probabilities]
     if len(ensemble) > 1:
-        columns += std
+        columns += [free(n) for n in std]
     return columns + [ERROR_COLUMN]
 
 
@@ -430,6 +445,8 @@ def predict_csv(
     header, rows = iter_table(input_path)
     at = smiles_column_index(header, ensemble, smiles_column)
     columns = output_columns(header, ensemble)
+    kept = kept_input_columns(header)
+    kept = None if len(kept) == len(header.columns) else kept
     delimiter = "\t" if str(output).endswith((".tsv", ".tab")) else ","
     workers = default_workers() if workers is None else workers
     if workers < 1:
@@ -451,13 +468,13 @@ def predict_csv(
                 # Drain to one block in flight (all of them at the end of the file).
                 while len(pending) > 1:
                     done, why, result = pending.popleft()
-                    valid += _write_block(writer, ensemble, done, result, batch_size, why)
+                    valid += _write_block(writer, ensemble, done, result, batch_size, why, kept)
                     total += len(done)
                     if on_progress:
                         on_progress(total)
             while pending:
                 done, why, result = pending.popleft()
-                valid += _write_block(writer, ensemble, done, result, batch_size, why)
+                valid += _write_block(writer, ensemble, done, result, batch_size, why, kept)
                 total += len(done)
                 if on_progress:
                     on_progress(total)
@@ -487,9 +504,11 @@ def _write_block(
     result: Callable[[], FeaturizedArrays],
     batch_size: int | None,
     reasons: list[str] | None = None,
+    kept: list[int] | None = None,
 ) -> int:
     """Predict one block and write its rows; returns the number of valid molecules. `reasons`:
-    the reader's reason per row (an unreadable SD record), which replaces the featurizer's."""
+    the reader's reason per row (an unreadable SD record), which replaces the featurizer's;
+    `kept`: the input cells to copy (kept_input_columns), None for all."""
     found = _block_predictions(ensemble, result(), len(block), batch_size)
     if reasons:
         found.errors = [why or error for why, error in zip(reasons, found.errors)]
@@ -502,6 +521,8 @@ def _write_block(
         ]
     if len(ensemble) > 1:
         cells = [row + [_format(v) for v in std] for row, std in zip(cells, found.std.tolist())]
+    if kept is not None:
+        block = [[row[i] for i in kept] for row in block]
     writer.writerows(
         row + predicted + [error] for row, predicted, error in zip(block, cells, found.errors)
     )

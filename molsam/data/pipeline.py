@@ -17,7 +17,7 @@ from molsam.chem.spec import DEFAULT_RWSE_STEPS, featurizer_spec
 from molsam.data.datasets import cache_dir, dataset_info, dataset_path, is_dataset_name
 from molsam.data.store import GraphStore
 from molsam.data.formats import READER_VERSION, position_unit
-from molsam.data.table import iter_table, read_table
+from molsam.data.table import check_binary_labels, iter_table, read_table
 from molsam.data.splits import SplitIndices, make_split
 from molsam.errors import ConfigError, InputError
 
@@ -117,6 +117,8 @@ def load_store(
             return store
 
     table = read_table(path, smiles_column, targets, id_column, task=task, classes=classes)
+    if table.task == "classification":
+        check_binary_labels(table)  # 0/1/2 would pass as labels and inflate positive rates
     total = len(table)
     done = 0
 
@@ -154,11 +156,11 @@ def _check(store: GraphStore, path: Path, strict: bool) -> None:
         )
 
 
-def read_column(path: Path, column: str) -> list[str]:
-    """Every data row's cell of one column (e.g. a split column), stripped."""
+def read_column(path: Path, column: str) -> list[tuple[int, str]]:
+    """(line number, stripped cell) of one column (e.g. a split column) in every data row."""
     header, rows = iter_table(path)
     at = header.column_index(column, "split", "--split-column")
-    return [cells[at].strip() for _, cells in rows]
+    return [(line, cells[at].strip()) for line, cells in rows]
 
 
 def split_store(
@@ -171,13 +173,17 @@ def split_store(
     split_file: str | Path | None = None,
 ) -> SplitIndices:
     """Split the molecules of a store; `column` names a train/val/test column of its source."""
-    column_values = None
+    column_values = places = None
     if method == "column":
         if not column:
             raise ConfigError("split method 'column' needs a split column (--split-column)")
         cells = read_column(Path(store.source), column)
-        column_values = [cells[row] for row in store.rows]
+        # store.rows maps molecules to data rows, so rows of invalid SMILES shift nothing.
+        picked = [cells[row] for row in store.rows]
+        column_values = [cell for _, cell in picked]
+        unit = position_unit(store.source)
+        places = [f"{store.source}: {unit} {line}, column {column!r}" for line, _ in picked]
     return make_split(
         method, store.smiles, sizes, seed, column_values=column_values, split_file=split_file,
-        scaffold_ids=store.scaffold_ids,
+        scaffold_ids=store.scaffold_ids, column_places=places,
     )

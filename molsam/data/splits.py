@@ -174,14 +174,22 @@ _PART_NAMES = {
 }
 
 
-def column_split(labels: Sequence[str], source: str = "split column") -> SplitIndices:
-    """Parts named per molecule (train / val / test, or valid, validation, dev, testing)."""
+def column_split(
+    labels: Sequence[str], source: str = "split column", places: Sequence[str] | None = None
+) -> SplitIndices:
+    """Parts named per molecule (train / val / test, or valid, validation, dev, testing).
+
+    `places[i]` says where label i was read ("file: line 7, column 'split'"), for the error;
+    without it the message counts molecules.
+    """
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, label in enumerate(labels):
         part = _PART_NAMES.get(label.strip().casefold())
         if part is None:
+            where = places[i] if places is not None else f"{source}: molecule {i}"
             raise InputError(
-                f"{source}: molecule {i}: {label!r} is not one of train, val, test"
+                f"{where}: {label!r} is not one of train, val, test"
+                + ("" if places is None else " (or valid, validation, dev, testing)")
             )
         parts[part].append(i)
     return _as_split(parts["train"], parts["val"], parts["test"])
@@ -226,11 +234,13 @@ def make_split(
     column_values: Sequence[str] | None = None,
     split_file: str | Path | None = None,
     scaffold_ids: np.ndarray | None = None,
+    column_places: Sequence[str] | None = None,
 ) -> SplitIndices:
     """Dispatch by method name (see METHODS); errors list the valid methods.
 
     `scaffold_ids` (int [len(smiles)], e.g. a store's): the scaffold of each molecule, so the
-    scaffold methods need not compute scaffolds from `smiles` again.
+    scaffold methods need not compute scaffolds from `smiles` again. `column_places`: where each
+    of `column_values` was read (file, line, column), named by a bad label's error.
     """
     if method in ("scaffold", "scaffold_balanced", "scaffold_random"):
         if scaffold_ids is None:
@@ -251,7 +261,7 @@ def make_split(
     if method == "column":
         if column_values is None:
             raise ConfigError("split method 'column' needs a split column (--split-column)")
-        return column_split(column_values)
+        return column_split(column_values, places=column_places)
     if method == "file":
         if split_file is None:
             raise ConfigError("split method 'file' needs a split file (--split-file)")

@@ -98,7 +98,9 @@ def iter_table(path: str | Path) -> tuple[TableHeader, Iterator[tuple[int, list[
         first_line = handle.readline()
     except UnicodeDecodeError as exc:
         handle.close()
-        raise InputError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+        raise InputError(
+            f"{path}: line {_first_non_utf8_line(path)}: not a UTF-8 text file ({exc.reason})"
+        ) from None
     if not first_line.strip():
         handle.close()
         raise InputError(f"{path}: empty file (no header line)")
@@ -107,6 +109,7 @@ def iter_table(path: str | Path) -> tuple[TableHeader, Iterator[tuple[int, list[
     handle = _open_text(path)
     reader = csv.reader(handle, delimiter=delimiter)
     header = TableHeader(path, delimiter, tuple(c.strip() for c in next(reader)))
+    _refuse_duplicate_columns(header, reader.line_num)
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         width = len(header.columns)
@@ -125,11 +128,41 @@ def iter_table(path: str | Path) -> tuple[TableHeader, Iterator[tuple[int, list[
         except csv.Error as exc:
             raise InputError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
         except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: line {reader.line_num}: not UTF-8 ({exc.reason})") from None
+            # The decoder reads ahead in blocks, so the csv reader's line count lags behind the
+            # bad byte: find its line in the raw bytes instead.
+            raise InputError(
+                f"{path}: line {_first_non_utf8_line(path)}: not UTF-8 ({exc.reason})"
+            ) from None
         finally:
             handle.close()
 
     return header, rows()
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    """1-based line of the first byte sequence that is not UTF-8 (0 if none is found)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as raw:
+        for number, line in enumerate(raw, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
+def _refuse_duplicate_columns(header: TableHeader, line: int) -> None:
+    """Two columns of one name would become two tasks (or outputs) that cannot be told apart."""
+    seen: dict[str, int] = {}
+    for at, name in enumerate(header.columns):
+        if not name:
+            continue  # unnamed columns (trailing commas) are never chosen by name
+        if name in seen:
+            raise InputError(
+                f"{header.path}: line {line}: column {name!r} appears twice (columns "
+                f"{seen[name] + 1} and {at + 1}); rename one"
+            )
+        seen[name] = at
 
 
 def parse_label(cell: str, path: Path, line: int, column: str, unit: str = "line") -> float:
@@ -263,6 +296,20 @@ def read_table(
         unit=header.unit,
         problems={at_row[p]: why for p, why in header.problems.items() if p in at_row},
     )
+
+
+def check_binary_labels(table: MolTable) -> None:
+    """Refuse a label other than 0/1 (or missing) for a classification task, naming the file,
+    line and column of the first one: such labels would pass as 'positive' and inflate rates."""
+    bad = ~np.isnan(table.targets) & ~np.isin(table.targets, (0.0, 1.0))
+    if bad.any():
+        row, task = np.argwhere(bad)[0]
+        raise InputError(
+            f"{table.source}: {table.unit} {int(table.lines[row])}, "
+            f"column {table.target_names[task]!r}: "
+            f"label {float(table.targets[row, task]):g} is not 0 or 1, which classification "
+            f"needs ({int(bad.sum())} such label(s) in all)"
+        )
 
 
 def infer_task(targets: np.ndarray) -> str:

@@ -66,10 +66,13 @@ def load_recipe_data(
 def check_task_labels(store: GraphStore, task: str) -> None:
     """Refuse labels the task cannot train on (classification needs 0/1)."""
     if task == "classification":
-        present = store.y[~np.isnan(store.y)]
-        if present.size and not np.isin(present, (0.0, 1.0)).all():
+        bad = ~np.isnan(store.y) & ~np.isin(store.y, (0.0, 1.0))
+        if bad.any():
+            at, column = np.argwhere(bad)[0]
             raise InputError(
-                f"{store.source}: data.task is classification but the labels are not all 0/1"
+                f"{store.source}: data.task is classification but the labels are not all 0/1: "
+                f"column {store.target_names[column]!r}, data row {int(store.rows[at]) + 1} "
+                f"has {float(store.y[at, column]):g}"
             )
 
 
