@@ -54,8 +54,10 @@ def test_bad_split_label_names_file_line_and_column_after_invalid_rows(tmp_path)
 
 
 def test_labels_beyond_0_1_under_classification_are_refused_at_featurize(tmp_path):
-    path = write_csv(tmp_path / "c.csv", "smiles,a,b\nCCO,1,0\nCCN,0,1\nCCC,1,2\nCCCl,,1\n")
-    with pytest.raises(InputError, match=r"c\.csv: line 4, column 'b': label 2 is not 0 or 1"):
+    path = write_csv(tmp_path / "labels012.csv",
+                     "smiles,a,b\nCCO,1,0\nCCN,0,1\nCCC,1,2\nCCCl,,1\n")
+    with pytest.raises(InputError,
+                       match=r"labels012\.csv: line 4, column 'b': label 2 is not 0 or 1"):
         load_store(DataSpec(str(path), "smiles", ["a", "b"], task="classification"),
                    workers=1, use_cache=False)
     # the same labels are fine as a regression task
