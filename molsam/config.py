@@ -1,16 +1,18 @@
-"""Recipes: YAML files checked against a typed schema of frozen dataclasses.
+"""Recipes: YAML files checked against a schema of frozen pydantic v2 models.
 
 A recipe can be as short as::
 
     data: {path: my.csv}
 
 Every other key has a default (the fully resolved recipe is saved next to each run). Unknown keys,
-wrong types and bad values are rejected before any work starts, as a one-line ConfigError naming
-the dotted key, the value and the valid choices::
+wrong types and bad values are rejected before any work starts (pydantic validates; `extra=forbid`
+refuses unknown keys), and the first problem becomes a one-line ConfigError naming the dotted key,
+the value and the valid choices::
 
     optim.rhoo: unknown key (did you mean 'rho'?)
     train.device: 'gpu' is not one of auto, cpu, cuda
 
+`recipe_json_schema()` is the same schema as JSON Schema (`molsam recipe schema`), for editors.
 `apply_overrides` implements the CLI's `--set optim.rho=0.01` (values parsed as YAML).
 """
 
@@ -18,15 +20,35 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import re
 import tempfile
-from dataclasses import MISSING, dataclass, field, fields
+import types
+import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from annotated_types import Ge, Gt, Le, Lt, MinLen
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Strict,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    WrapValidator,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from molsam.errors import ConfigError
 
@@ -54,153 +76,94 @@ TASK_METRICS = {
     "multiclass": MULTICLASS_METRICS,
 }
 
-Check = Callable[[str, Any], Any]
+
+# --------------------------------------------------------------------------- value types
+# Strict numbers: `dropout: true` is a mistake, not 1.0, and `epochs: 2.5` is not 2. Ints are
+# accepted where a float is expected (and become floats). Bounds are annotated_types metadata, so
+# pydantic checks them, the JSON Schema shows them, and error messages quote them.
 
 
-# --------------------------------------------------------------------------- value checkers
-# Each checker takes (dotted key, raw value) and returns the normalized value or raises
-# ConfigError. They are composed in the dataclass field metadata below.
+def Number(  # noqa: N802 - a type factory, named like the types it returns
+    ge: float | None = None, gt: float | None = None, le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A finite float (ints accepted) within the given bounds."""
+    bounds = [b for b in (Ge(ge) if ge is not None else None, Gt(gt) if gt is not None else None,
+                          Le(le) if le is not None else None, Lt(lt) if lt is not None else None)
+              if b is not None]
+    return Annotated[float, Strict(), AllowInfNan(False), *bounds]
 
 
-def _show(value: Any) -> str:
-    return repr(value)
+def Integer(ge: int | None = None) -> Any:  # noqa: N802
+    """An int (not a bool, not a float) >= ge."""
+    return Annotated[int, Strict(), *([Ge(ge)] if ge is not None else [])]
 
 
-def _fail(key: str, message: str) -> ConfigError:
-    return ConfigError(f"{key}: {message}")
+def Choice(choices: tuple[str, ...]) -> Any:  # noqa: N802
+    return Literal[choices]  # type: ignore[valid-type]
 
 
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass in Python; `dropout: true` is a mistake, not 1.0.
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _unique(values: tuple) -> tuple:
+    dupes = sorted({x for x in values if values.count(x) > 1}, key=str)
+    if dupes:
+        raise PydanticCustomError("molsam", "{message}",
+                                  {"message": f"duplicate entries {dupes} in {list(values)}"})
+    return values
 
 
-def number(
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> Check:
-    """A finite float (ints accepted) in [low, high]; `*_open` excludes the bound."""
-
-    def check(key: str, value: Any) -> float:
-        if not _is_number(value):
-            raise _fail(key, f"expected a number, got {_show(value)}")
-        raw, value = value, float(value)
-        if not math.isfinite(value):
-            raise _fail(key, f"expected a finite number, got {_show(value)}")
-        too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if too_low or too_high:
-            if high is None:
-                wanted = f"> {low:g}" if low_open else f">= {low:g}"
-            else:
-                lo = "-inf" if low is None else f"{low:g}"
-                wanted = f"in {'(' if low_open else '['}{lo}, {high:g}{')' if high_open else ']'}"
-            raise _fail(key, f"expected a number {wanted}, got {_show(raw)}")
-        return value
-
-    return check
+def _scalar_to_list(value: Any) -> Any:
+    return value if isinstance(value, (list, tuple)) else [value]
 
 
-def integer(low: int | None = None) -> Check:
-    """An int (not a bool, not a float) >= low."""
-
-    def check(key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(key, f"expected an integer, got {_show(value)}")
-        if low is not None and value < low:
-            raise _fail(key, f"expected an integer >= {low}, got {value}")
-        return value
-
-    return check
-
-
-def string(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _fail(key, f"expected a string, got {_show(value)}")
-    if not value.strip():
-        raise _fail(key, "expected a non-empty string, got ''")
-    return value
-
-
-def boolean(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(key, f"expected true or false, got {_show(value)}")
-    return value
-
-
-def auto_or_boolean(key: str, value: Any) -> str | bool:
-    if value == "auto" or isinstance(value, bool):
-        return value
-    raise _fail(key, f"{_show(value)} is not one of auto, true, false")
-
-
-def choice(choices: tuple[str, ...]) -> Check:
-    def check(key: str, value: Any) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise _fail(key, f"{_show(value)} is not one of {', '.join(choices)}")
-        return value
-
-    return check
-
-
-def optional(inner: Check) -> Check:
-    def check(key: str, value: Any) -> Any:
-        return None if value is None else inner(key, value)
-
-    return check
-
-
-def list_of(inner: Check, *, allow_scalar: bool = False, unique: bool = False) -> Check:
-    """A non-empty list checked item by item (items named key[i]); returned as a tuple."""
-
-    def check(key: str, value: Any) -> tuple:
-        if allow_scalar and not isinstance(value, (list, tuple)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise _fail(key, f"expected a list, got {_show(value)}")
-        if not value:
-            raise _fail(key, "expected a non-empty list, got []")
-        items = tuple(inner(f"{key}[{i}]", item) for i, item in enumerate(value))
-        if unique and len(set(items)) != len(items):
-            dupes = sorted({x for x in items if items.count(x) > 1}, key=str)
-            raise _fail(key, f"duplicate entries {dupes} in {list(items)}")
-        return items
-
-    return check
-
-
-def mapping(key: str, value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise _fail(key, f"expected a mapping, got {_show(value)}")
-    for k in value:
-        if not isinstance(k, str):
-            raise _fail(key, f"keys must be strings, got {_show(k)}")
-    return dict(value)
-
-
-def split_sizes(key: str, value: Any) -> tuple[float, float, float]:
-    sizes = list_of(number(0.0, 1.0))(key, value)
+def _split_sizes(value: Any, handler: Any) -> tuple:
+    sizes = handler(value)  # each item checked first; messages quote the values as written
     if len(sizes) != 3:
-        raise _fail(key, f"expected 3 fractions [train, val, test], got {list(value)}")
+        raise PydanticCustomError("molsam", "{message}", {
+            "message": f"expected 3 fractions [train, val, test], got {list(value)}"})
     if abs(sum(sizes) - 1.0) > 1e-6:
-        raise _fail(key, f"must sum to 1, got {list(value)}")
-    return sizes  # type: ignore[return-value]
+        raise PydanticCustomError("molsam", "{message}", {"message": f"must sum to 1, got {list(value)}"})
+    return sizes
 
 
-def _spec(check: Check, default: Any = MISSING, **kwargs: Any) -> Any:
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"check": check})
-    return field(default=default, metadata={"check": check}, **kwargs)
+def _auto_or_bool(value: Any, handler: Any) -> Any:
+    if value == "auto" or isinstance(value, bool):
+        return handler(value)
+    raise PydanticCustomError("molsam", "{message}",
+                              {"message": f"{value!r} is not one of auto, true, false"})
+
+
+Text = Annotated[str, Strict(), Field(pattern=r"\S")]
+AutoOrBool = Annotated[Union[Literal["auto"], Annotated[bool, Strict()]], WrapValidator(_auto_or_bool)]
+Seeds = Annotated[tuple[Integer(0), ...], MinLen(1), AfterValidator(_unique),
+                  Field(json_schema_extra={"uniqueItems": True})]
+Columns = Annotated[tuple[Text, ...], MinLen(1), AfterValidator(_unique),
+                    BeforeValidator(_scalar_to_list),
+                    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"\S"}, {
+                        "type": "array", "items": {"type": "string", "pattern": r"\S"},
+                        "minItems": 1, "uniqueItems": True}]})]
+Fractions = Annotated[tuple[Number(ge=0.0, le=1.0), ...], MinLen(1), WrapValidator(_split_sizes),
+                      WithJsonSchema({"type": "array", "items": {"type": "number", "minimum": 0,
+                                      "maximum": 1}, "minItems": 3, "maxItems": 3})]
+Mapping = dict[Annotated[str, Strict()], Any]
+
+
+class _Frozen(BaseModel):
+    """Frozen, and unknown keys are errors. Assigning to a field raises FrozenInstanceError (an
+    AttributeError, as for the frozen dataclasses recipes used to be)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: recipes are frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}: recipes are frozen")
 
 
 # --------------------------------------------------------------------------- schema
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Frozen):
     """Where the molecules are. `path`: a CSV file or a named dataset (e.g. `bbbp`).
 
     target_columns None means inferred (molsam.data.targets: numeric or class-label columns, ID and
@@ -210,66 +173,60 @@ class DataConfig:
     multiclass for text labels (classes sorted; `multiclass` also makes integer labels classes).
     """
 
-    path: str = _spec(string)
-    smiles_column: str = _spec(string, "smiles")
-    target_columns: tuple[str, ...] | None = _spec(
-        optional(list_of(string, allow_scalar=True, unique=True)), None
-    )
-    id_column: str | None = _spec(optional(string), None)
-    task: str | None = _spec(optional(choice(TASKS)), None)
+    path: Text
+    smiles_column: Text = "smiles"
+    target_columns: Columns | None = None
+    id_column: Text | None = None
+    task: Choice(TASKS) | None = None
 
 
-@dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(_Frozen):
     """How rows are split into train/val/test (see DESIGN.md for the three scaffold variants)."""
 
-    method: str = _spec(choice(SPLIT_METHODS), "scaffold")
-    sizes: tuple[float, float, float] = _spec(split_sizes, (0.8, 0.1, 0.1))
-    seed: int = _spec(integer(0), 0)
-    column: str | None = _spec(optional(string), None)
-    file: str | None = _spec(optional(string), None)
+    method: Choice(SPLIT_METHODS) = "scaffold"
+    sizes: Fractions = (0.8, 0.1, 0.1)
+    seed: Integer(0) = 0
+    column: Text | None = None
+    file: Text | None = None
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Frozen):
     """GPSModel arguments (molsam.models.gps); defaults equal GPSModel's."""
 
-    hidden: int = _spec(integer(1), 64)
-    layers: int = _spec(integer(1), 3)
-    heads: int = _spec(integer(1), 4)
-    dropout: float = _spec(number(0.0, 1.0, high_open=True), 0.1)
-    pe_steps: int = _spec(integer(0), 16)
-    pooling: str = _spec(choice(POOLINGS), "mean")
-    attn_dropout: float = _spec(number(0.0, 1.0, high_open=True), 0.0)
+    hidden: Integer(1) = 64
+    layers: Integer(1) = 3
+    heads: Integer(1) = 4
+    dropout: Number(ge=0.0, lt=1.0) = 0.1
+    pe_steps: Integer(0) = 16
+    pooling: Choice(POOLINGS) = "mean"
+    attn_dropout: Number(ge=0.0, lt=1.0) = 0.0
 
 
-@dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Frozen):
     """Optimizer and schedules (docs/GRAPHSAM.md). `lr` is the peak learning rate of the Noam
     schedule (warm-up from init_lr over warmup_epochs, then exponential decay to final_lr).
     `extra` passes algorithm-specific keyword arguments through unchanged."""
 
-    name: str = _spec(choice(OPTIMIZERS), "graphsam")
-    lr: float = _spec(number(0.0, low_open=True), 1e-3)
-    init_lr: float = _spec(number(0.0, low_open=True), 1e-4)
-    final_lr: float = _spec(number(0.0, low_open=True), 1e-4)
-    warmup_epochs: float = _spec(number(0.0), 2.0)
-    schedule: str = _spec(choice(SCHEDULES), "noam")
-    weight_decay: float = _spec(number(0.0), 0.0)
-    rho: float = _spec(number(0.0), 0.05)
-    beta: float = _spec(number(0.0, 1.0), 0.99)
-    gamma: float = _spec(number(0.0, 1.0, low_open=True), 0.5)
-    rho_every: int = _spec(integer(1), 1)
-    rho_schedule: str = _spec(choice(RHO_SCHEDULES), "auto")
-    perturb: str = _spec(choice(PERTURB), "all")
-    reanchor_every: int = _spec(integer(1), 1)
-    k: int | None = _spec(optional(integer(1)), None)
-    alpha: float | None = _spec(optional(number()), None)
-    extra: dict = _spec(mapping, {})
+    name: Choice(OPTIMIZERS) = "graphsam"
+    lr: Number(gt=0.0) = 1e-3
+    init_lr: Number(gt=0.0) = 1e-4
+    final_lr: Number(gt=0.0) = 1e-4
+    warmup_epochs: Number(ge=0.0) = 2.0
+    schedule: Choice(SCHEDULES) = "noam"
+    weight_decay: Number(ge=0.0) = 0.0
+    rho: Number(ge=0.0) = 0.05
+    beta: Number(ge=0.0, le=1.0) = 0.99
+    gamma: Number(gt=0.0, le=1.0) = 0.5
+    rho_every: Integer(1) = 1
+    rho_schedule: Choice(RHO_SCHEDULES) = "auto"
+    perturb: Choice(PERTURB) = "all"
+    reanchor_every: Integer(1) = 1
+    k: Integer(1) | None = None
+    alpha: Number() | None = None
+    extra: Mapping = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Frozen):
     """Training loop. metric None means roc_auc for classification, rmse for regression,
     cross_entropy for multiclass.
     workers: featurization processes (None: all cores). threads: torch intra-op threads on the
@@ -286,36 +243,23 @@ class TrainConfig:
     sort_by_size: batch molecules of similar size together (less attention padding; changes
     which molecules share a batch, so results differ from an unsorted run)."""
 
-    epochs: int = _spec(integer(1), 30)
-    batch_size: int = _spec(integer(1), 32)
-    patience: int | None = _spec(optional(integer(1)), None)
-    seeds: tuple[int, ...] = _spec(list_of(integer(0), unique=True), (0,))
-    device: str = _spec(choice(DEVICES), "auto")
-    precision: str = _spec(choice(PRECISIONS), "auto")
-    metric: str | None = _spec(optional(choice(METRICS)), None)
-    log_every: int = _spec(integer(1), 50)
-    workers: int | None = _spec(optional(integer(0)), None)
-    threads: int | None = _spec(optional(integer(1)), None)
-    log_sam_cosine: bool = _spec(boolean, False)
-    deterministic: bool = _spec(boolean, False)
-    static_shapes: str | bool = _spec(auto_or_boolean, "auto")
-    sort_by_size: bool = _spec(boolean, False)
+    epochs: Integer(1) = 30
+    batch_size: Integer(1) = 32
+    patience: Integer(1) | None = None
+    seeds: Seeds = (0,)
+    device: Choice(DEVICES) = "auto"
+    precision: Choice(PRECISIONS) = "auto"
+    metric: Choice(METRICS) | None = None
+    log_every: Integer(1) = 50
+    workers: Integer(0) | None = None
+    threads: Integer(1) | None = None
+    log_sam_cosine: Annotated[bool, Strict()] = False
+    deterministic: Annotated[bool, Strict()] = False
+    static_shapes: AutoOrBool = "auto"
+    sort_by_size: Annotated[bool, Strict()] = False
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """A whole recipe. Build with `load_recipe` or `recipe_from_dict`, which validate."""
-
-    data: DataConfig
-    split: SplitConfig = field(default_factory=SplitConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    #: `molsam tune`'s search space (None: molsam.tune.DEFAULT_SPACE); `molsam train` ignores it.
-    tune: dict | None = None
-
-
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type[_Frozen]] = {
     "data": DataConfig,
     "split": SplitConfig,
     "model": ModelConfig,
@@ -324,30 +268,28 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def _field_type(section: str, name: str) -> Any:
+    """The annotated type of one recipe key (bounds and strictness included)."""
+    info = SECTIONS[section].model_fields[name]
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+def _base_type(tp: Any) -> Any:
+    """int, float, str, tuple, dict or Literal[...] behind Annotated and Optional wrappers."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
 # --------------------------------------------------------------------------- tune: search space
-
-
-@dataclass(frozen=True)
-class SearchRange:
-    """A numeric range searched for one recipe key (Optuna's suggest_int / suggest_float).
-
-    `integer` is not written by users: it follows the key's type (model.layers is an int).
-    `step` quantizes the range; `log` samples it on a log scale (the two exclude each other).
-    """
-
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-    integer: bool = False
-
-
-@dataclass(frozen=True)
-class SearchChoices:
-    """A list of values searched for one recipe key (Optuna's suggest_categorical)."""
-
-    choices: tuple
-
 
 #: Sections and keys a search never changes: the split and the objective stay fixed so that every
 #: trial is scored on the same validation molecules by the same metric (and test stays unseen).
@@ -357,103 +299,386 @@ RANGE_KEYS = ("low", "high", "log", "step")
 
 def tunable_keys() -> list[str]:
     """Every dotted recipe key a `tune:` section may search."""
-    return [
-        f"{section}.{f.name}"
-        for section, cls in SECTIONS.items()
-        if section not in TUNE_FIXED
-        for f in fields(cls)
-        if f"{section}.{f.name}" not in TUNE_FIXED
-    ]
+    return [f"{section}.{name}" for section, cls in SECTIONS.items() if section not in TUNE_FIXED
+            for name in cls.model_fields if f"{section}.{name}" not in TUNE_FIXED]
 
 
-def _tune_field(where: str, key: Any) -> Any:
-    """The dataclass field a tune key names (`optim.rho` -> OptimConfig.rho), or a ConfigError."""
-    parts = key.split(".") if isinstance(key, str) else []
-    if len(parts) == 2 and parts[0] in SECTIONS:
-        names = {f.name: f for f in fields(SECTIONS[parts[0]])}
-        if parts[1] in names:
-            if parts[0] in TUNE_FIXED or key in TUNE_FIXED:
-                raise _fail(where, "cannot be searched (data, split, train.metric and train.seeds "
-                                   "stay fixed so that every trial is scored on the same validation set)")
-            return names[parts[1]]
-    raise _unknown_key(where, str(key), tunable_keys())
+_Bound = Annotated[Any, WithJsonSchema({"type": "number"})]  # checked against the key's own type
 
 
-def _field_kind(f: Any) -> str | None:
-    """'int' or 'float' for a numeric key (from its annotation), else None."""
-    kinds = set(re.findall(r"\b(int|float|tuple|dict|str|bool)\b", str(f.type)))
-    if kinds == {"int"}:
-        return "int"
-    if kinds == {"float"}:
-        return "float"
+class SearchRange(_Frozen):
+    """A numeric range searched for one recipe key (Optuna's suggest_int / suggest_float).
+
+    low and high must be values the key accepts; `step` quantizes the range, `log` samples it on
+    a log scale (the two exclude each other). `integer` follows the key's type (model.layers is an
+    int): the schema sets it, recipes do not.
+    """
+
+    low: _Bound
+    high: _Bound
+    log: Annotated[bool, Strict()] = False
+    step: Annotated[Any, WithJsonSchema({"type": "number", "exclusiveMinimum": 0})] = None
+    _integer: bool = PrivateAttr(default=False)
+
+    @property
+    def integer(self) -> bool:
+        return self._integer
+
+    @classmethod
+    def of(cls, low: Any, high: Any, *, log: bool = False, step: Any = None,
+           integer: bool = False) -> "SearchRange":
+        spec = cls(low=low, high=high, log=log, step=step)
+        spec.__pydantic_private__["_integer"] = integer
+        return spec
+
+
+class SearchChoices(_Frozen):
+    """A list of values searched for one recipe key (Optuna's suggest_categorical)."""
+
+    choices: tuple
+
+
+def _spec_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "range"
+    if isinstance(value, (list, tuple)):
+        return "choices"
     return None
 
 
-def _search_choices(where: str, value: list, check: Check) -> SearchChoices:
-    if not value:
-        raise _fail(where, "expected a non-empty list of choices, got []")
-    items = []
-    for i, item in enumerate(value):
-        if item is not None and not isinstance(item, (bool, int, float, str)):
-            raise _fail(f"{where}[{i}]", f"a choice must be a single value, got {_show(item)}")
-        items.append(check(f"{where}[{i}]", item))
-    if len(set(items)) != len(items):
-        raise _fail(where, f"duplicate choices in {list(value)}")
-    return SearchChoices(tuple(items))
+_SpecInput = Annotated[
+    Union[Annotated[SearchRange, Tag("range")],
+          Annotated[tuple[Annotated[Any, WithJsonSchema({"type": ["number", "string", "boolean",
+                                                                  "null"]})], ...], Tag("choices")]],
+    Discriminator(_spec_kind, custom_error_type="tune_spec",
+                  custom_error_message="expected a range or a list of choices"),
+]
 
 
-def _search_range(where: str, value: dict, f: Any) -> SearchRange:
-    for name in value:
-        if name not in RANGE_KEYS:
-            raise _unknown_key(f"{where}.{name}", str(name), list(RANGE_KEYS))
-    kind = _field_kind(f)
-    if kind is None:
-        raise _fail(where, f"{_show(value)}: a range needs a numeric key; give a list of choices")
-    check = f.metadata["check"]
+def _molsam_error(key: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("molsam", "{message}", {"key": key, "message": message})
+
+
+def _check_value(key: str, tp: Any, value: Any) -> Any:
+    """Validate `value` as recipe key type `tp`; a failure becomes a molsam error naming `key`."""
+    try:
+        return TypeAdapter(tp).validate_python(value)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise _molsam_error(key, _describe(first, tp)) from None
+
+
+def _resolve_spec(key: str, section: str, name: str, spec: Any) -> SearchRange | SearchChoices:
+    """Check one searched key's range or choices against the key's own type."""
+    where = f"tune.{key}"
+    tp = _field_type(section, name)
+    if isinstance(spec, tuple):
+        if not spec:
+            raise _molsam_error(where, "expected a non-empty list of choices, got []")
+        for i, item in enumerate(spec):
+            if item is not None and not isinstance(item, (bool, int, float, str)):
+                raise _molsam_error(f"{where}[{i}]", f"a choice must be a single value, got {item!r}")
+        items = tuple(_check_value(f"{where}[{i}]", tp, item) for i, item in enumerate(spec))
+        if len(set(items)) != len(items):
+            raise _molsam_error(where, f"duplicate choices in {list(spec)}")
+        return SearchChoices(choices=items)
+    base = _base_type(tp)
+    if base not in (int, float):
+        shown = {k: v for k, v in spec.model_dump().items() if k in spec.model_fields_set}
+        raise _molsam_error(where, f"{shown!r}: a range needs a numeric key; give a list of choices")
     bounds = {}
-    for name in ("low", "high"):
-        if name not in value:
-            raise _fail(f"{where}.{name}", "required key is missing (e.g. {low: 0.01, high: 0.1})")
-        if value[name] is None:
-            raise _fail(f"{where}.{name}", f"expected a number, got None")
-        bounds[name] = check(f"{where}.{name}", value[name])
-    low, high = bounds["low"], bounds["high"]
-    if low > high:
-        raise _fail(where, f"low {value['low']!r} is above high {value['high']!r}")
-    log = value.get("log", False)
-    if not isinstance(log, bool):
-        raise _fail(f"{where}.log", f"expected true or false, got {_show(log)}")
-    step = value.get("step")
+    for bound in ("low", "high"):
+        raw = getattr(spec, bound)
+        if raw is None:
+            raise _molsam_error(f"{where}.{bound}", "expected a number, got None")
+        bounds[bound] = _check_value(f"{where}.{bound}", tp, raw)
+    if bounds["low"] > bounds["high"]:
+        raise _molsam_error(where, f"low {spec.low!r} is above high {spec.high!r}")
+    step = spec.step
     if step is not None:
-        step_check = integer(1) if kind == "int" else number(0.0, low_open=True)
-        step = step_check(f"{where}.step", step)
-        if log:
-            raise _fail(where, "log and step cannot be combined")
-    if log and low <= 0:
-        raise _fail(f"{where}.low", f"a log range needs low > 0, got {value['low']!r}")
-    return SearchRange(low, high, log, step, kind == "int")
+        step = _check_value(f"{where}.step", Integer(1) if base is int else Number(gt=0.0), step)
+        if spec.log:
+            raise _molsam_error(where, "log and step cannot be combined")
+    if spec.log and bounds["low"] <= 0:
+        raise _molsam_error(f"{where}.low", f"a log range needs low > 0, got {spec.low!r}")
+    return SearchRange.of(bounds["low"], bounds["high"], log=spec.log, step=step,
+                          integer=base is int)
 
 
-def _build_tune(raw: Any) -> dict[str, SearchRange | SearchChoices] | None:
+class _TuneBase(_Frozen):
     """The `tune:` section: {dotted recipe key: {low, high[, log][, step]} or [choices]}."""
-    if raw is None:
-        return None
-    raw = mapping("tune", raw)
-    if not raw:
-        raise _fail("tune", "expected recipe keys to search, got {} (leave tune out for the "
-                            "default space)")
-    space: dict[str, SearchRange | SearchChoices] = {}
-    for key, value in raw.items():
-        where = f"tune.{key}"
-        f = _tune_field(where, key)
-        if isinstance(value, (list, tuple)):
-            space[key] = _search_choices(where, list(value), f.metadata["check"])
-        elif isinstance(value, dict):
-            space[key] = _search_range(where, value, f)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False,
+                              title="TuneSpace")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data:
+            raise _molsam_error("tune", "expected recipe keys to search, got {} (leave tune out "
+                                        "for the default space)")
+        for key, value in data.items() if isinstance(data, dict) else ():
+            if not isinstance(key, str):
+                raise _molsam_error("tune", f"keys must be strings, got {key!r}")
+            if value is None and key in cls._aliases():
+                raise _molsam_error(f"tune.{key}", "expected {low: ..., high: ...} or a list of "
+                                                   "choices, got None")
+        return data
+
+    @classmethod
+    def _aliases(cls) -> set[str]:
+        return {info.alias for info in cls.model_fields.values()}
+
+    def _searched(self) -> list[tuple[str, str]]:
+        """(field name, dotted key) of the keys this space searches, in schema order (a set's
+        order would change with the hash seed, and with it the sampler's draws)."""
+        return [(name, info.alias) for name, info in type(self).model_fields.items()
+                if name in self.model_fields_set and getattr(self, name) is not None]
+
+    @model_validator(mode="after")
+    def _against_key_types(self) -> "_TuneBase":
+        resolved = {}
+        for name, key in self._searched():
+            section, field = key.split(".")
+            resolved[name] = _resolve_spec(key, section, field, getattr(self, name))
+        for name, spec in resolved.items():
+            self.__dict__[name] = spec  # normalizes before anyone sees the model; frozen after
+        return self
+
+    def as_dict(self) -> dict[str, SearchRange | SearchChoices]:
+        """{dotted key: range or choices} of the searched keys."""
+        return {key: getattr(self, name) for name, key in self._searched()}
+
+
+TuneSpace = create_model(
+    "TuneSpace",
+    __base__=_TuneBase,
+    **{key.replace(".", "__"): (_SpecInput | None, Field(None, alias=key))
+       for key in tunable_keys()},
+)
+
+
+class Recipe(_Frozen):
+    """A whole recipe. Build with `load_recipe` or `recipe_from_dict`, which validate.
+    `tune` is `molsam tune`'s search space (None: molsam.tune.DEFAULT_SPACE); training ignores it."""
+
+    data: DataConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneSpace | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `optim:` with nothing under it is YAML's None: the section's defaults.
+        if isinstance(data, dict):
+            data = {k: ({} if v is None and k in SECTIONS else v) for k, v in data.items()}
+            data.setdefault("data", {})
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        model, split, data, train = self.model, self.split, self.data, self.train
+        if model.hidden % model.heads != 0:
+            valid = [h for h in range(1, model.hidden + 1) if model.hidden % h == 0]
+            raise _molsam_error("model.heads", f"{model.heads} does not divide model.hidden="
+                                f"{model.hidden}; valid: {', '.join(map(str, valid))}")
+        if train.log_sam_cosine and self.optim.name != "graphsam":
+            raise _molsam_error("train.log_sam_cosine", f"only graphsam has an estimate to compare "
+                                f"with SAM's direction (optim.name is {self.optim.name!r})")
+        for method in ("column", "file"):
+            if split.method == method and getattr(split, method) is None:
+                raise _molsam_error(f"split.{method}", f"required when split.method is {method!r}")
+        if train.metric is not None and data.task is not None:
+            valid = TASK_METRICS[data.task]
+            if train.metric not in valid:
+                raise _molsam_error("train.metric", f"{train.metric!r} does not apply to "
+                                    f"{data.task}; valid: {', '.join(valid)}")
+        return self
+
+
+def recipe_json_schema() -> dict:
+    """The recipe schema as JSON Schema (draft 2020-12), for editors and other tools."""
+    schema = Recipe.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "molsam recipe"
+    return schema
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def _show(value: Any) -> str:
+    return repr(value)
+
+
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(f"{key}: {message}")
+
+
+def _unknown_key(key: str, name: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+    return ConfigError(f"{key}: unknown key ({hint})")
+
+
+def _wanted(tp: Any) -> str:
+    """'in [0, 1)', '> 0', '>= 1' from a type's annotated bounds."""
+    tp = _unwrap_optional(tp)
+    low = high = None
+    low_open = high_open = False
+    for meta in typing.get_args(tp)[1:] if typing.get_origin(tp) is Annotated else ():
+        if isinstance(meta, Ge):
+            low = meta.ge
+        elif isinstance(meta, Gt):
+            low, low_open = meta.gt, True
+        elif isinstance(meta, Le):
+            high = meta.le
+        elif isinstance(meta, Lt):
+            high, high_open = meta.lt, True
+    if high is None:
+        return f"> {low:g}" if low_open else f">= {low:g}"
+    lo = "-inf" if low is None else f"{low:g}"
+    return f"in {'(' if low_open else '['}{lo}, {high:g}{')' if high_open else ']'}"
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _strip(tp: Any) -> Any:
+    """The type under Annotated and Optional wrappers (bounds stay on the returned type's args)."""
+    tp = _unwrap_optional(tp)
+    inner = typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp
+    return _unwrap_optional(inner)
+
+
+def _type_at(loc: tuple) -> tuple[Any, type | None]:
+    """(the annotated type at an error location, the model class that holds its last key)."""
+    tp: Any = Recipe
+    owner: type | None = None
+    for part in loc:
+        inner = _strip(tp)
+        if typing.get_origin(inner) in (Union, types.UnionType):
+            # a tagged union (tune specs): the model member for a key, the tuple for an index
+            members = [_strip(m) for m in typing.get_args(inner)]
+            inner = next((m for m in members if (typing.get_origin(m) is tuple) ==
+                          isinstance(part, int)), inner)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            owner = inner
+            fields = {(f.alias or n): f for n, f in inner.model_fields.items()}
+            if part not in fields:
+                return None, owner
+            info = fields[part]
+            tp = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        elif isinstance(part, int) and typing.get_origin(inner) is tuple:
+            tp, owner = typing.get_args(inner)[0], None
         else:
-            raise _fail(where, f"expected {{low: ..., high: ...}} or a list of choices, "
-                               f"got {_show(value)}")
-    return space
+            return tp, owner
+    return tp, owner
+
+
+def _key_of(loc: tuple) -> str:
+    key = ""
+    for part in loc:
+        if part in ("range", "choices", "[key]"):
+            continue  # tagged-union branch names and dict-key markers are not recipe keys
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _describe(error: dict, tp: Any) -> str:
+    """One pydantic error as molsam's message (without the key)."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "molsam":
+        return ctx["message"]
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number, got {_show(value)}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {_show(value)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected an integer, got {_show(value)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        if _base_type(tp) is int:
+            return f"expected an integer {_wanted(tp)}, got {value}"
+        return f"expected a number {_wanted(tp)}, got {_show(value)}"
+    if kind == "string_type":
+        return f"expected a string, got {_show(value)}"
+    if kind == "string_pattern_mismatch":
+        return "expected a non-empty string, got ''"
+    if kind == "literal_error":
+        choices = typing.get_args(_base_type(tp))
+        return f"{_show(value)} is not one of {', '.join(map(str, choices))}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {_show(value)}"
+    if kind == "too_short":
+        return "expected a non-empty list, got []"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"expected a mapping, got {_show(value)}"
+    if kind == "bool_type":
+        return f"expected true or false, got {_show(value)}"
+    return f"{error['msg']}, got {_show(value)}"
+
+
+def _error_order(error: dict) -> tuple[int, int]:
+    """Report problems in recipe order: unknown sections first, then section by section, and in
+    a section its unknown keys before the rest (a typo explains a "missing" key)."""
+    loc = tuple(error["loc"])
+    order = [*SECTIONS, "tune"]
+    if not loc or loc[0] not in order:
+        return (-1, 0)
+    return (order.index(loc[0]), 0 if error["type"] == "extra_forbidden" else 1)
+
+
+def _config_error(error: ValidationError, source: str) -> ConfigError:
+    """The first problem pydantic found, as one line naming the dotted key."""
+    first = min(error.errors(), key=_error_order)
+    loc, kind = tuple(first["loc"]), first["type"]
+    ctx = first.get("ctx") or {}
+    if kind == "molsam" and ctx.get("key"):
+        return _fail(ctx["key"], ctx["message"])
+    key = _key_of(loc)
+    if kind == "tune_spec":
+        return _fail(key, "expected {low: ..., high: ...} or a list of choices, got "
+                          f"{_show(first.get('input'))}")
+    if not loc:
+        return ConfigError(f"{source}: a recipe must be a mapping of sections, got "
+                           f"{_show(first.get('input'))}")
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        if len(loc) == 1:
+            return _unknown_key(name, name, [*SECTIONS, "tune"])
+        if loc[0] == "tune" and len(loc) == 2:
+            section = name.split(".")[0]
+            if name in TUNE_FIXED or (section in TUNE_FIXED and name.count(".") == 1
+                                      and name.split(".")[1] in SECTIONS[section].model_fields):
+                return _fail(key, "cannot be searched (data, split, train.metric and train.seeds "
+                                  "stay fixed so that every trial is scored on the same "
+                                  "validation set)")
+            return _unknown_key(key, name, tunable_keys())
+        _, owner = _type_at(tuple(p for p in loc if p not in ("range", "choices")))
+        valid = [(f.alias or n) for n, f in owner.model_fields.items()] if owner else []
+        return _unknown_key(key, name, valid)
+    if kind == "missing":
+        if loc == ("data", "path"):
+            return _fail("data.path", "required key is missing (e.g. data: {path: my.csv})")
+        if loc[0] == "tune" and loc[-1] in ("low", "high"):
+            return _fail(key, "required key is missing (e.g. {low: 0.01, high: 0.1})")
+        return _fail(key, "required key is missing")
+    if "[key]" in loc:
+        key = _key_of(loc[: loc.index("[key]") - 1])
+        return _fail(key, f"keys must be strings, got {_show(first.get('input'))}")
+    tp, _ = _type_at(tuple(p for p in loc if p not in ("range", "choices")))
+    return _fail(key, _describe(first, tp))
+
+
+# --------------------------------------------------------------------------- tune helpers
 
 
 def tune_to_dict(space: dict[str, SearchRange | SearchChoices]) -> dict:
@@ -562,55 +787,6 @@ def _parse_yaml(text: str, source: str) -> Any:
 # --------------------------------------------------------------------------- building
 
 
-def _unknown_key(key: str, name: str, valid: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
-    return ConfigError(f"{key}: unknown key ({hint})")
-
-
-def _build_section(cls: type, section: str, raw: Any) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise _fail(section, f"expected a mapping, got {_show(raw)}")
-    names = [f.name for f in fields(cls)]
-    for key in raw:
-        if key not in names:
-            raise _unknown_key(f"{section}.{key}", str(key), names)
-    values = {}
-    for f in fields(cls):
-        key = f"{section}.{f.name}"
-        if f.name in raw:
-            values[f.name] = f.metadata["check"](key, raw[f.name])
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise _fail(key, f"required key is missing (e.g. {section}: {{{f.name}: ...}})")
-    return cls(**values)
-
-
-def _check_consistency(recipe: Recipe) -> None:
-    model, split, data, train = recipe.model, recipe.split, recipe.data, recipe.train
-    if model.hidden % model.heads != 0:
-        valid = [h for h in range(1, model.hidden + 1) if model.hidden % h == 0]
-        raise _fail(
-            "model.heads",
-            f"{model.heads} does not divide model.hidden={model.hidden}; valid: "
-            f"{', '.join(map(str, valid))}",
-        )
-    if train.log_sam_cosine and recipe.optim.name != "graphsam":
-        raise _fail("train.log_sam_cosine", f"only graphsam has an estimate to compare with "
-                    f"SAM's direction (optim.name is {recipe.optim.name!r})")
-    for method in ("column", "file"):
-        if split.method == method and getattr(split, method) is None:
-            raise _fail(f"split.{method}", f"required when split.method is {method!r}")
-    if train.metric is not None and data.task is not None:
-        valid = TASK_METRICS[data.task]
-        if train.metric not in valid:
-            raise _fail(
-                "train.metric",
-                f"{train.metric!r} does not apply to {data.task}; valid: {', '.join(valid)}",
-            )
-
-
 def _resolve_data_path(path: str, base_dir: Path | None) -> str:
     # Only resolve when the joined path exists: a bare dataset name ("bbbp") stays a name.
     if base_dir is None or os.path.isabs(path):
@@ -635,18 +811,13 @@ def recipe_from_dict(
     """
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: a recipe must be a mapping of sections, got {_show(d)}")
-    for key in d:
-        if key not in SECTIONS and key != "tune":
-            raise _unknown_key(str(key), str(key), [*SECTIONS, "tune"])
-    if d.get("data") is None:
-        raise _fail("data.path", "required key is missing (e.g. data: {path: my.csv})")
-    sections = {name: _build_section(cls, name, d.get(name)) for name, cls in SECTIONS.items()}
-    data = sections["data"]
-    resolved = _resolve_data_path(data.path, None if base_dir is None else Path(base_dir))
-    if resolved != data.path:
-        sections["data"] = dataclasses.replace(data, path=resolved)
-    recipe = Recipe(**sections, tune=_build_tune(d.get("tune")))
-    _check_consistency(recipe)
+    try:
+        recipe = Recipe.model_validate(d)
+    except ValidationError as error:
+        raise _config_error(error, source) from None
+    resolved = _resolve_data_path(recipe.data.path, None if base_dir is None else Path(base_dir))
+    if resolved != recipe.data.path:
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": resolved})})
     return recipe
 
 
@@ -693,10 +864,10 @@ def _schema_check_path(parts: list[str], key: str) -> None:
         raise _unknown_key(section, section, [*SECTIONS, "tune"])
     if len(parts) == 1:
         return
-    names = {f.name: f for f in fields(SECTIONS[section])}
+    names = list(SECTIONS[section].model_fields)
     if parts[1] not in names:
-        raise _unknown_key(f"{section}.{parts[1]}", parts[1], list(names))
-    if len(parts) > 2 and names[parts[1]].metadata["check"] is not mapping:
+        raise _unknown_key(f"{section}.{parts[1]}", parts[1], names)
+    if len(parts) > 2 and typing.get_origin(_base_type(_field_type(section, parts[1]))) is not dict:
         raise _fail(key, f"{section}.{parts[1]} is not a mapping, so it has no key {parts[2]!r}")
 
 
@@ -755,7 +926,7 @@ def _plain(value: Any) -> Any:
 
 def _section_to_dict(section: Any) -> dict:
     """One section as a dict of plain builtins (tuples become lists)."""
-    return {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+    return {name: _plain(getattr(section, name)) for name in type(section).model_fields}
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
@@ -763,7 +934,7 @@ def recipe_to_dict(recipe: Recipe) -> dict:
     A `tune:` section is included only when the recipe has one."""
     out = {name: _section_to_dict(getattr(recipe, name)) for name in SECTIONS}
     if recipe.tune is not None:
-        out["tune"] = tune_to_dict(recipe.tune)
+        out["tune"] = tune_to_dict(recipe.tune.as_dict())
     return out
 
 

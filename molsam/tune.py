@@ -78,13 +78,13 @@ def search_space(recipe: Recipe) -> dict[str, SearchRange | SearchChoices]:
     """The recipe's `tune:` section, or DEFAULT_SPACE (without optim.rho when the optimizer has
     no rho, e.g. adam)."""
     if recipe.tune is not None:
-        return dict(recipe.tune)
+        return recipe.tune.as_dict()
     from molsam.optim import valid_keywords
 
     default = {k: v for k, v in DEFAULT_SPACE.items()
                if k != "optim.rho" or "rho" in valid_keywords(recipe.optim.name)}
     base = recipe_to_dict(recipe)
-    return recipe_from_dict({**base, "tune": default}).tune  # validated like a written one
+    return recipe_from_dict({**base, "tune": default}).tune.as_dict()  # validated like a written one
 
 
 def suggest(trial: "optuna.Trial", key: str, spec: SearchRange | SearchChoices) -> Any:

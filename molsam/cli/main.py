@@ -60,7 +60,8 @@ from molsam.cli import predict as _predict  # noqa: E402
 from molsam.cli import benchmark as _benchmark  # noqa: E402
 from molsam.cli import tune as _tune  # noqa: E402
 from molsam.cli import sharpness as _sharpness  # noqa: E402
+from molsam.cli import recipe as _recipe  # noqa: E402
 
 for _command in (_featurize, _train, _datasets, _evaluate, _predict, _benchmark, _tune,
-                 _sharpness):
+                 _sharpness, _recipe):
     _command.register(app)

@@ -23,9 +23,11 @@ def test_ranges_take_the_keys_type_and_round_trip() -> None:
         "model.hidden": [64, 128],
         "optim.name": ["sam", "graphsam"],
     }})
-    assert recipe.tune["optim.rho"] == SearchRange(0.01, 0.2, log=True, integer=False)
-    assert recipe.tune["model.layers"] == SearchRange(2, 6, step=2, integer=True)
-    assert recipe.tune["model.hidden"] == SearchChoices((64, 128))
+    space = recipe.tune.as_dict()
+    assert space["optim.rho"] == SearchRange.of(0.01, 0.2, log=True, integer=False)
+    assert space["model.layers"] == SearchRange.of(2, 6, step=2, integer=True)
+    assert space["model.layers"] != SearchRange.of(2, 6, step=2, integer=False)
+    assert space["model.hidden"] == SearchChoices(choices=(64, 128))
     assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
     assert "tune" not in recipe_to_dict(recipe_from_dict(BASE))  # absent stays absent
 
@@ -58,4 +60,4 @@ def test_set_reaches_into_dotted_tune_keys() -> None:
     d = apply_overrides(BASE, ["tune.optim.rho.high=0.3", "tune.optim.rho.low=0.01",
                                "tune.model.hidden=[32, 64]"])
     assert d["tune"] == {"optim.rho": {"high": 0.3, "low": 0.01}, "model.hidden": [32, 64]}
-    assert recipe_from_dict(d).tune["optim.rho"].high == 0.3
+    assert recipe_from_dict(d).tune.as_dict()["optim.rho"].high == 0.3
