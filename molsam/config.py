@@ -153,6 +153,17 @@ class _Frozen(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # Callers written for the dataclass recipes keep working: dataclasses.fields, asdict and
+        # replace (which calls cls(**changes), so a replaced recipe is validated again) see the
+        # model's fields through a dataclass field table made by dataclasses itself.
+        super().__pydantic_init_subclass__(**kwargs)
+        table = dataclasses.make_dataclass(
+            cls.__name__, [(name, Any, dataclasses.field(default=None)) for name in cls.model_fields],
+            frozen=True)
+        cls.__dataclass_fields__ = table.__dataclass_fields__  # type: ignore[attr-defined]
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: recipes are frozen")
 
@@ -440,7 +451,12 @@ class _TuneBase(_Frozen):
         resolved = {}
         for name, key in self._searched():
             section, field = key.split(".")
-            resolved[name] = _resolve_spec(key, section, field, getattr(self, name))
+            spec = getattr(self, name)
+            # An instance that is validated again (dataclasses.replace of a recipe) holds
+            # resolved specs already; ranges re-resolve to themselves.
+            if not isinstance(spec, SearchChoices):
+                spec = _resolve_spec(key, section, field, spec)
+            resolved[name] = spec
         for name, spec in resolved.items():
             self.__dict__[name] = spec  # normalizes before anyone sees the model; frozen after
         return self
