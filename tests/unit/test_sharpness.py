@@ -138,8 +138,10 @@ def test_rho_sharpness_at_a_minimum_is_half_rho_squared_lambda_max():
         assert result["sharpness"] == pytest.approx(0.5 * rho ** 2 * 4.0, rel=1e-6)
         assert result["perturbed_loss"] == pytest.approx(result["sharpness"], rel=1e-12)
         assert len(result["ascent"]) == 80
-        # Ascent never decreases on a convex loss (conditional-gradient steps).
-        assert all(b >= a - 1e-15 for a, b in zip(result["ascent"], result["ascent"][1:]))
+        # Ascent never decreases on a convex loss (conditional-gradient steps), up to rounding:
+        # once converged, successive values may differ in their last bits on another CPU.
+        ascent = result["ascent"]
+        assert all(b >= a - 1e-12 * max(1.0, abs(a)) for a, b in zip(ascent, ascent[1:]))
 
 
 def test_rho_sharpness_with_a_gradient_is_the_trust_region_maximum():
