@@ -107,6 +107,22 @@ def test_smiles_file_predicts_like_the_csv(tmp_path, files):
     reference = csv_rows(runner.invoke(app, ["predict", str(run), str(table), "-j", "1"]).stdout)
     np.testing.assert_allclose([float(r["SOL"]) for r in got],
                                [float(r["SOL_pred"]) for r in reference], rtol=0, atol=1e-6)
+    # A SMILES file with a header line carries labels: featurize and evaluate read them.
+    labeled = tmp_path / "labeled.smi"
+    labeled.write_text("SMILES Name SOL\n" + "".join(
+        f"{r['smiles']}\t{r['ID']}\t{r['SOL']}\n" for r in molecules))
+    result = runner.invoke(app, ["featurize", str(labeled), "--smiles-col", "SMILES", "--split",
+                                 "random", "-o", str(tmp_path / "f"), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert "targets: 'SOL' (regression); ignored columns: 'Name'" in " ".join(result.output.split())
+    scores = []
+    for data in (labeled, table):
+        out = tmp_path / f"{data.suffix}.json"
+        result = runner.invoke(app, ["evaluate", str(run), "--data", str(data), "-o", str(out),
+                                     "-j", "1", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(out.read_text())["members"][0]["metrics"]["mean"]["rmse"])
+    assert scores[0] == pytest.approx(scores[1], rel=1e-6)
 
 
 def test_issue_csv_ids_never_targets_and_ambiguity_is_one_line(tmp_path, files):
