@@ -252,7 +252,9 @@ class TrainConfig(_Frozen):
     static_shapes: pad batches to bucketed shapes and, on CUDA, replay each shape's whole step
     as one captured CUDA graph (molsam.train.static); auto = on for CUDA, off on the CPU.
     sort_by_size: batch molecules of similar size together (less attention padding; changes
-    which molecules share a batch, so results differ from an unsorted run)."""
+    which molecules share a batch, so results differ from an unsorted run).
+    devices: processes `molsam train` launches through torchrun (one per GPU, or gloo processes
+    on CPUs) when not already started by torchrun; batch_size is the global batch over them."""
 
     epochs: Integer(1) = 30
     batch_size: Integer(1) = 32
@@ -268,6 +270,7 @@ class TrainConfig(_Frozen):
     deterministic: Annotated[bool, Strict()] = False
     static_shapes: AutoOrBool = "auto"
     sort_by_size: Annotated[bool, Strict()] = False
+    devices: Integer(1) = 1
 
 
 SECTIONS: dict[str, type[_Frozen]] = {

@@ -1,4 +1,10 @@
-"""`molsam train RECIPE [--out RUN_DIR] [--set KEY=VALUE ...] [--resume RUN_DIR]`."""
+"""`molsam train RECIPE [--out RUN_DIR] [--set KEY=VALUE ...] [--resume RUN_DIR] [--devices N]`.
+
+On several GPUs: `--devices N` (or `train.devices: N`) launches `torchrun --standalone
+--nproc-per-node N -m molsam train ...` with the same arguments; starting torchrun yourself
+(`torchrun --nproc-per-node N -m molsam train recipe.yaml`, multi-node too) works as well. Only
+rank 0 prints progress and results.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,11 @@ def train(
         None, "--set", help="Override a recipe key, e.g. --set optim.rho=0.01 (repeatable)."
     ),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    devices: int = typer.Option(
+        None, "--devices", min=1,
+        help="Processes to train on, one per GPU, launched through torchrun [default: "
+             "train.devices]. Ignored when torchrun started this command.",
+    ),
 ) -> None:
     """Featurize, split, train (GraphSAM by default), keep the best epoch, test it."""
     from rich.console import Console
@@ -27,19 +38,28 @@ def train(
     from molsam.cli.main import fail
     from molsam.cli.progress import progress_callback
     from molsam.config import apply_overrides, load_recipe_dict, recipe_from_dict
+    from molsam.train.distributed import Distributed, launch, shutdown, under_torchrun
     from molsam.train.run import resume_run, train_recipe
 
-    console = Console(stderr=True)
+    main_rank = Distributed.from_environment().is_main if under_torchrun() else True
+    # Ranks other than 0 train silently: one progress display and one result, from rank 0.
+    console = Console(stderr=True, quiet=not main_rank)
+    if not main_rank:
+        logging.getLogger("molsam").setLevel(logging.WARNING)
     run_dir: Path | None = resume
     try:
+        if resume is not None and overrides:
+            raise MolsamError("--set cannot change a run that is resumed (its recipe is fixed)")
+        if resume is None and recipe is None:
+            raise MolsamError("give a RECIPE file, or --resume RUN_DIR")
+        if not under_torchrun():
+            argv = _launch_argv(recipe, out, overrides or [], resume, devices)
+            if argv is not None:
+                raise typer.Exit(code=launch(argv[0], argv[1:]))
         if resume is not None:
-            if overrides:
-                raise MolsamError("--set cannot change a run that is resumed (its recipe is fixed)")
             with progress_callback("featurizing") as featurize_update, _epoch_reporter(console) as update:
                 summary = resume_run(resume, on_progress=update, on_featurize=featurize_update)
         else:
-            if recipe is None:
-                raise MolsamError("give a RECIPE file, or --resume RUN_DIR")
             raw = apply_overrides(load_recipe_dict(recipe), overrides or [])
             resolved = recipe_from_dict(raw, source=str(recipe), base_dir=recipe.parent)
             run_dir = out or Path("runs") / f"{recipe.stem}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -54,6 +74,8 @@ def train(
         raise typer.Exit(code=130) from None
     except MolsamError as error:
         raise fail(error) from None
+    finally:
+        shutdown()
 
     metric = summary["metric"]
     test = summary["test"].get("mean", {}).get(metric) or {}
@@ -74,6 +96,32 @@ def interrupted_message(run_dir: Path | None, recipe: Path | None, out: Path | N
                 f"continue with `molsam train --resume {run_dir}`")
     again = f"molsam train {recipe or 'RECIPE'}" + (f" --out {out}" if out else "")
     return f"interrupted before training started (nothing to resume); start again with `{again}`"
+
+
+def _launch_argv(recipe: Path | None, out: Path | None, overrides: list[str],
+                 resume: Path | None, devices: int | None) -> list | None:
+    """[N, *arguments of `molsam` for each of N processes] when training should launch N > 1
+    processes (--devices, else the recipe's train.devices), else None. The run directory is
+    fixed here, so every process writes to (and reads from) the same one."""
+    from molsam.config import apply_overrides, load_recipe, load_recipe_dict, recipe_from_dict
+
+    if devices is None:
+        if resume is not None:
+            if not (resume / "recipe.yaml").is_file():
+                return None  # resume_run reports the missing recipe in one line
+            devices = load_recipe(resume / "recipe.yaml").train.devices
+        else:
+            raw = apply_overrides(load_recipe_dict(recipe), overrides)
+            devices = recipe_from_dict(raw, source=str(recipe), base_dir=recipe.parent).train.devices
+    if devices <= 1:
+        return None
+    if resume is not None:
+        return [devices, "train", "--resume", str(resume)]
+    run_dir = out or Path("runs") / f"{recipe.stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    argv = [devices, "train", str(recipe), "--out", str(run_dir)]
+    for override in overrides:
+        argv += ["--set", override]
+    return argv
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from molsam.optim import build_optimizer, reanchor, valid_keywords
 from molsam.data.buckets import size_sorted_order
 from molsam.optim.placement import settle_optimizer_state
 from molsam.optim.schedules import NoamLR, rho_at, rho_schedule_is_step, set_rho
+from molsam.train.distributed import Distributed
 from molsam.train.checkpoint import (
     build_checkpoint,
     load_checkpoint,
@@ -170,8 +171,12 @@ class ReplicateTrainer:
         device: torch.device,
         on_progress: Callable[[dict], None] | None = None,
         classes: list[list[str]] | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         self.recipe, self.recipe_dict = recipe, recipe_dict
+        # One process unless torchrun started several (molsam.train.distributed): then this
+        # rank trains on its part of each global batch and only rank 0 writes files.
+        self.dist = dist or Distributed()
         self.source, self.split = source, split
         self.task, self.target_names = task, target_names
         # Multiclass: target t owns len(classes[t]) logits; other tasks: one output per target.
@@ -188,6 +193,7 @@ class ReplicateTrainer:
         # Standardized training targets live on the device next to the store.
         scaled = labels if self.scaler is None else (labels - self.scaler["mean"]) / self.scaler["std"]
         self.targets = torch.as_tensor(np.asarray(scaled, dtype=np.float32), device=device)
+        self.present = ~np.isnan(labels)  # [G, T] host copy: label counts per global batch
 
         self.rng = seed_everything(seed)
         m = recipe.model
@@ -196,6 +202,7 @@ class ReplicateTrainer:
             dropout=m.dropout, pe_steps=m.pe_steps, pooling=m.pooling,
             attn_dropout=m.attn_dropout,
         ).to(device)
+        self.dist.broadcast_parameters(self.model)
         #: Adam with capturable=True (device-side step counters), for CUDA-graph steps.
         self.capturable = False
         t = recipe.train
@@ -210,7 +217,9 @@ class ReplicateTrainer:
             )
         # Static shapes (molsam.train.static): padded batches, CUDA graphs on CUDA.
         self.static: StaticSteps | None = None
-        if use_static_shapes(t.static_shapes, device):
+        # Not combined with data parallelism yet: a multi-process run takes the eager step,
+        # whose closure all-reduces the gradients (molsam.train.distributed).
+        if use_static_shapes(t.static_shapes, device) and not self.dist.enabled:
             capture = (device.type == "cuda" and recipe.optim.name in CAPTURABLE_OPTIMIZERS
                        and not t.log_sam_cosine)
             self.capturable = capture
@@ -281,7 +290,8 @@ class ReplicateTrainer:
         self.bad_epochs, self.finished = stop["bad_epochs"], stop["finished"]
         self.last_epoch = ckpt["epoch"]
         self.start_epoch = ckpt["epoch"] + 1
-        _truncate_metrics(self.out_dir / "metrics.csv", self.start_epoch)
+        if self.dist.is_main:
+            _truncate_metrics(self.out_dir / "metrics.csv", self.start_epoch)
 
     # ------------------------------------------------------------------------------ steps
     def _autocast(self):
@@ -289,13 +299,18 @@ class ReplicateTrainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _train_step(self, batch: GraphBatch, targets: torch.Tensor) -> torch.Tensor:
+    def _train_step(
+        self, batch: GraphBatch, targets: torch.Tensor, denominator: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One optimizer step; `denominator`: labels in the global batch (data-parallel runs)."""
         def closure() -> torch.Tensor:
             with self._autocast():
                 output = self.model(batch)
-            loss = masked_loss(output.float(), targets, self.task, self.num_classes)
+            loss = masked_loss(output.float(), targets, self.task, self.num_classes, denominator)
             loss.backward()
-            return loss
+            # Inside the closure: every backward pass (SAM's two, GraphSAM's re-anchor) is
+            # summed over ranks before the optimizer reads a gradient. No-op for one process.
+            return self.dist.all_reduce_gradients(self.model.parameters(), loss)
 
         # torch's Adam does not zero gradients itself; molsam's wrappers also zero before
         # every closure call, so this is harmless for them.
@@ -310,7 +325,9 @@ class ReplicateTrainer:
             return {}
         # fp32, as `molsam evaluate` and `molsam predict` score checkpoints: the best epoch is
         # chosen on the same numbers a user will see (autocast is for the training step only).
-        raw = predict_raw(self.model, self.source, indices, batch_size=256).cpu().numpy()
+        # Each rank scores its part; every rank gets all of them (same metrics everywhere).
+        raw = predict_raw(self.model, self.source, self.dist.part(indices), batch_size=256)
+        raw = self.dist.gather_parts(raw, len(indices)).cpu().numpy()
         predictions = to_output_units(raw, self.task, self.scaler, self.num_classes)
         labels = self.source.y[torch.as_tensor(indices, device=self.device)].cpu().numpy()
         return task_metrics(labels, predictions, self.task, self.target_names,
@@ -320,10 +337,11 @@ class ReplicateTrainer:
     def fit(self) -> ReplicateResult:
         """Train until the last epoch or early stop; returns the best epoch's scores."""
         t, o = self.recipe.train, self.recipe.optim
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.start_epoch == 0:
             # last.pt exists from the start: an interrupt at any point leaves a resumable run.
-            save_checkpoint(self.out_dir / "last.pt", self._checkpoint(-1, True))
+            self._save("last.pt", -1, True)
         train_index = self.split.train
         for epoch in range(self.start_epoch, t.epochs):
             if self.finished:
@@ -341,15 +359,22 @@ class ReplicateTrainer:
                 order = size_sorted_order(order, self.source.atom_counts_host, t.batch_size,
                                           self.rng)
             order_on_device = self.source.upload_order(order)  # one copy per epoch
+            denominators = self._start_parallel_epoch(epoch, order)
             loss_sum = torch.zeros((), device=self.device)
             for step, start in enumerate(range(0, len(order), t.batch_size)):
-                index = order[start : start + t.batch_size]
-                on_device = order_on_device[start : start + t.batch_size]
                 if self.static is not None:
-                    loss_sum += self.static.step(index, on_device)
+                    index = order[start : start + t.batch_size]
+                    loss_sum += self.static.step(index, order_on_device[start : start + t.batch_size])
                 else:
-                    batch = self.source.gather(index, on_device)
-                    loss_sum += self._train_step(batch, self.targets[batch.index])
+                    # This rank's rows of the global batch (all of them for one process).
+                    lo, hi, counted = self.dist.train_bounds(min(t.batch_size, len(order) - start))
+                    index = order[start + lo : start + hi]
+                    batch = self.source.gather(index, order_on_device[start + lo : start + hi])
+                    targets = self.targets[batch.index]
+                    if not counted:  # a rank left without molecules: labels masked, zero grads
+                        targets = torch.full_like(targets, float("nan"))
+                    loss_sum += self._train_step(
+                        batch, targets, None if denominators is None else denominators[step])
                 if (step + 1) % t.log_every == 0:  # the only host sync inside an epoch
                     self.on_progress({"seed": self.seed, "epoch": epoch, "step": step + 1,
                                       "steps": self.steps_per_epoch,
@@ -366,8 +391,22 @@ class ReplicateTrainer:
             )
             self._after_epoch(record)
         self.finished = True
-        save_checkpoint(self.out_dir / "last.pt", self._checkpoint(self.last_epoch, True))
+        self._save("last.pt", self.last_epoch, True)
         return self._result()
+
+    def _save(self, name: str, epoch: int, with_training_state: bool) -> None:
+        """Write a checkpoint into out_dir; rank 0 alone writes in a data-parallel run."""
+        if self.dist.is_main:
+            save_checkpoint(self.out_dir / name, self._checkpoint(epoch, with_training_state))
+
+    def _start_parallel_epoch(self, epoch: int, order: np.ndarray) -> torch.Tensor | None:
+        """Data-parallel runs only (None otherwise): reseed dropout for (seed, epoch, rank) and
+        return the label count of each global batch, float32 [steps] on the device."""
+        if not self.dist.enabled:
+            return None
+        torch.manual_seed(self.dist.dropout_seed(self.seed, epoch))
+        counts = self.dist.label_counts(self.present, order, self.recipe.train.batch_size)
+        return torch.from_numpy(counts).to(self.device)
 
     def _after_epoch(self, record: EpochRecord) -> None:
         val_score = record.val["mean"].get(self.metric) if record.val else None
@@ -379,16 +418,17 @@ class ReplicateTrainer:
             improved = is_better(self.metric, val_score, self.best_val)
         if improved:
             self.best_val, self.best_epoch, self.bad_epochs = val_score, record.epoch, 0
-            save_checkpoint(self.out_dir / "best.pt", self._checkpoint(record.epoch, False))
+            self._save("best.pt", record.epoch, False)
         else:
             self.bad_epochs += 1
         patience = self.recipe.train.patience
         if patience is not None and self.bad_epochs >= patience:
             self.finished = True
         self.last_epoch = record.epoch
-        _append_metrics(self.out_dir / "metrics.csv", record, self.task,
-                        self.recipe.train.log_sam_cosine)
-        save_checkpoint(self.out_dir / "last.pt", self._checkpoint(record.epoch, True))
+        if self.dist.is_main:
+            _append_metrics(self.out_dir / "metrics.csv", record, self.task,
+                            self.recipe.train.log_sam_cosine)
+        self._save("last.pt", record.epoch, True)
         self.on_progress({
             "seed": self.seed, "epoch": record.epoch, "epochs": self.recipe.train.epochs,
             "loss": record.train_loss, "metric": self.metric, "val": val_score,
@@ -399,6 +439,7 @@ class ReplicateTrainer:
 
     def _result(self) -> ReplicateResult:
         """Scores of best.pt on val and test (reloaded, so they are exactly what was saved)."""
+        self.dist.barrier()  # rank 0 has written best.pt and metrics.csv
         best = load_checkpoint(self.out_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model_state"])
         rows = _read_metrics(self.out_dir / "metrics.csv")

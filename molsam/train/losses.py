@@ -30,6 +30,7 @@ def masked_loss(
     targets: torch.Tensor,
     task: str,
     num_classes: Sequence[int] | None = None,
+    denominator: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean loss over the labels that are present (NaN = missing, masked out).
 
@@ -43,6 +44,10 @@ def masked_loss(
         targets: float [B, T] labels (standardized for regression; class indices for
             multiclass), NaN where missing.
         num_classes: [T] classes per target (multiclass only).
+        denominator: what the summed loss is divided by; default the labels present here. A
+            data-parallel rank passes the label count of the whole global batch, so that the
+            ranks' losses (and gradients) add up to the global batch's mean
+            (molsam.train.distributed).
     Returns:
         scalar tensor.
     """
@@ -62,4 +67,6 @@ def masked_loss(
     else:
         losses = (output - filled) ** 2
     weights = present.to(losses.dtype)
-    return (losses * weights).sum() / weights.sum().clamp_min(1.0)
+    if denominator is None:
+        denominator = weights.sum()
+    return (losses * weights).sum() / denominator.clamp_min(1.0)

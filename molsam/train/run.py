@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from filelock import FileLock, Timeout
 
 from molsam.config import Recipe, load_recipe, recipe_to_dict, save_recipe
@@ -34,6 +35,7 @@ from molsam.devices import (
     deterministic_algorithms,
     resolve_device,
 )
+from molsam.train.distributed import Distributed
 from molsam.train.loop import ReplicateResult, ReplicateTrainer, warmup_epochs
 from molsam.train.metrics import mean_std, metric_names
 from molsam.train.plots import plot_learning_curves
@@ -90,10 +92,20 @@ def train_recipe(
 
     With `resume`, replicates whose last.pt says finished are kept, an unfinished one continues
     from its last.pt, and the split is read back from splits.json (never recomputed).
+
+    Under torchrun (several processes), every process calls this: each trains on its part of
+    every batch, rank 0 alone writes the run directory (molsam.train.distributed).
     """
     out = Path(out_dir)
     recipe_dict = recipe_to_dict(recipe)
-    store = load_recipe_data(recipe, on_featurize)
+    dist = Distributed.from_environment()
+    device = dist.device(resolve_device(recipe.train.device, key="train.device"))
+    dist.join(device)
+    out = Path(dist.agree(str(out)))  # rank 0's run directory (default names hold a time)
+    if not dist.is_main:
+        log_warning = log_info = _ignore  # rank 0 reports them once
+    with dist.main_first():  # rank 0 featurizes into the cache, the others read it
+        store = load_recipe_data(recipe, on_featurize)
     log_info(targets_line(store.target_names, store.task, store.ignored, store.classes))
     task = recipe.data.task or store.task
     check_task_labels(store, task)
@@ -103,11 +115,13 @@ def train_recipe(
             f"train.metric: {metric!r} does not apply to {task} targets "
             f"({', '.join(store.target_names)}); valid: {', '.join(metric_names(task))}"
         )
-    if not resume:
+    if not resume and dist.is_main:
         output_folder(out, "--out")
-    with run_lock(out):
+    # Rank 0 holds the lock for the whole run: the other ranks write nothing.
+    with run_lock(out) if dist.is_main else nullcontext():
         return _train_locked(recipe, recipe_dict, store, task, out, resume=resume,
-                             on_progress=on_progress, log_warning=log_warning)
+                             on_progress=on_progress, log_warning=log_warning, device=device,
+                             dist=dist)
 
 
 @contextmanager
@@ -133,7 +147,8 @@ def run_lock(out: Path) -> Iterator[None]:
 
 def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: str, out: Path, *,
                   resume: bool, on_progress: Callable[[dict], None] | None,
-                  log_warning: Callable[[str], None]) -> dict:
+                  log_warning: Callable[[str], None], device: torch.device,
+                  dist: Distributed) -> dict:
     if resume:
         split = file_split(out / "splits.json", len(store))
         for part in split.parts():
@@ -144,21 +159,22 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
             raise ConfigError(
                 f"{out}: already holds a run; resume it with --resume {out} or choose another --out"
             )
+        dist.barrier()  # every rank has looked before rank 0 writes anything
         s = recipe.split
         split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file)
-        save_recipe(recipe, out / "recipe.yaml")
-        stats, warnings = split_statistics(store, split)
-        for warning in warnings:
-            log_warning(warning)
-        write_splits_json(out / "splits.json", store, split, method=s.method, seed=s.seed,
-                          sizes=s.sizes, stats=stats)
+        if dist.is_main:
+            save_recipe(recipe, out / "recipe.yaml")
+            stats, warnings = split_statistics(store, split)
+            for warning in warnings:
+                log_warning(warning)
+            write_splits_json(out / "splits.json", store, split, method=s.method, seed=s.seed,
+                              sizes=s.sizes, stats=stats)
     if len(split.train) == 0:
         raise ConfigError("split: the training part is empty (check split.sizes)")
 
     warning = warmup_epochs(recipe)[1] if recipe.optim.schedule == "noam" else None
     if warning:
         log_warning(warning)
-    device = resolve_device(recipe.train.device, key="train.device")
     source = store.batch_source(device)
     results: list[ReplicateResult] = []
     with cpu_threads(device, recipe.train.threads or DEFAULT_CPU_THREADS), \
@@ -168,6 +184,7 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
                 recipe, recipe_dict, source, split, task=task, target_names=store.target_names,
                 seed=seed, out_dir=out / f"seed_{seed}", device=device, on_progress=on_progress,
                 classes=store.classes,
+                dist=dist,
             )
             last = out / f"seed_{seed}" / "last.pt"
             if resume and last.exists():
@@ -175,12 +192,18 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
             results.append(trainer.fit())
 
     summary = summarize(results, task, store.target_names, trainer.metric)
-    summary.update({"run_dir": str(out), "device": str(device), "task": task,
+    summary.update({"run_dir": str(out), "device": str(device), "processes": dist.world_size,
+                    "task": task,
                     "target_names": store.target_names, "molecules": len(store),
                     "split": {p: int(len(i)) for p, i in split.parts().items()}})
-    write_json_atomic(out / "summary.json", summary)
-    plot_learning_curves(out, [r.seed for r in results], trainer.metric, out / "curves.png")
+    if dist.is_main:
+        write_json_atomic(out / "summary.json", summary)
+        plot_learning_curves(out, [r.seed for r in results], trainer.metric, out / "curves.png")
     return summary
+
+
+def _ignore(message: str) -> None:
+    """log_warning of ranks other than 0."""
 
 
 def resume_run(run_dir: str | Path, **kwargs) -> dict:
