@@ -205,3 +205,20 @@ def test_torchrun_command_line_trains_on_two_processes(tmp_path):
     assert summary["processes"] == 2
     with open(tmp_path / "run/seed_0/metrics.csv", newline="") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]
+
+
+def test_launch_arguments_fix_the_run_directory_for_every_process(tmp_path):
+    from molsam.cli.train import _launch_argv
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"data": {"path": str(SHARED_DATA / "bbbp.csv")},
+                                  "train": {"devices": 3}}))
+    assert _launch_argv(recipe, tmp_path / "run", ["optim.rho=0.01"], None, None) == [
+        3, "train", str(recipe), "--out", str(tmp_path / "run"), "--set", "optim.rho=0.01"]
+    assert _launch_argv(recipe, None, [], None, 1) is None  # --devices wins over the recipe
+    default = _launch_argv(recipe, None, ["train.devices=2"], None, None)
+    assert default[0] == 2 and default[3] == "--out" and default[4].startswith("runs/r-")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/recipe.yaml").write_text(recipe.read_text())
+    assert _launch_argv(None, None, [], tmp_path / "run", None) == [
+        3, "train", "--resume", str(tmp_path / "run")]
