@@ -3,12 +3,12 @@ layers; 1,631 training molecules of the deterministic scaffold split), CPU.
 
 1. Trains that model briefly (2 epochs, seed 0) unless --run names a run directory.
 2. Baseline, in this process: one forward pass of the training loss over the whole training set,
-   one gradient, one Hessian-vector product (median of 3 each, 1 thread): the units the
-   measurements are built from.
+   one gradient, one Hessian-vector product (median CPU seconds of 3 each, 1 thread): the
+   units the measurements are built from.
 3. The command as a user types it (a child process, per thread count): defaults, then with
-   --landscape. Reported: wall seconds, CPU seconds (the child's user + sys), seconds per part
-   (from the JSON), and the wall time in baseline forward passes, which stays comparable when
-   the machine is shared (a noisy machine slows both alike).
+   --landscape. Reported: wall seconds, CPU seconds (the child's user + sys), wall seconds per
+   part (from the JSON), and the CPU time in baseline forward passes. With one thread the CPU
+   time is what the command takes on an idle core; on a shared machine the wall time is not.
 
     MOLSAM_DATA_DIR=/work/shared/data/moleculenet/raw nice -n 10 \\
         .venv/bin/python benchmarks/sharpness.py [--run DIR] [--threads 1 2] [--no-landscape]
@@ -41,11 +41,13 @@ def train(out: Path) -> Path:
 
 
 def median_seconds(fn, repeats: int = 3) -> float:
+    """Median CPU seconds of this process (one thread: the time it takes on an idle core, and
+    far less sensitive than wall time to other processes on a shared machine)."""
     times = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = time.process_time()
         fn()
-        times.append(time.perf_counter() - started)
+        times.append(time.process_time() - started)
     return statistics.median(times)
 
 
@@ -91,9 +93,9 @@ def main() -> None:
         scratch = Path(scratch)
         run = args.run or train(scratch / "bbbp")
         base = baseline(run / "seed_0" / "best.pt")
-        print(f"bbbp default model, {base['molecules']} training molecules; baseline (1 thread): "
-              f"forward {base['forward']:.2f} s, gradient {base['gradient']:.2f} s, "
-              f"HVP {base['hvp']:.2f} s")
+        print(f"bbbp default model, {base['molecules']} training molecules; baseline (1 thread, "
+              f"CPU s): forward {base['forward']:.2f}, gradient {base['gradient']:.2f}, "
+              f"HVP {base['hvp']:.2f}")
         cases = [(t, False) for t in args.threads]
         if not args.no_landscape:
             cases += [(args.threads[0], True)]
@@ -102,8 +104,8 @@ def main() -> None:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in result["parts"].items() if k != "total")
             print(f"molsam sharpness --threads {threads}"
                   f"{' --landscape' if landscape else ''}: wall {result['wall']:.1f} s, "
-                  f"cpu {result['cpu']:.1f} s, {result['wall'] / base['forward']:.0f} forward "
-                  f"passes; parts (s): {parts}; {result['eigen_iterations']} power iterations")
+                  f"cpu {result['cpu']:.1f} s = {result['cpu'] / base['forward']:.0f} forward "
+                  f"passes; parts (wall s): {parts}; {result['eigen_iterations']} power iterations")
 
 
 if __name__ == "__main__":
