@@ -38,7 +38,7 @@ import torch
 
 from molsam.data.batching import BatchSource
 from molsam.data.store import GraphStore
-from molsam.data.table import TableHeader, iter_table
+from molsam.data.table import TableHeader, iter_blocks, iter_table
 from molsam.devices import cpu_threads, resolve_device
 from molsam.errors import CheckpointError, ConfigError, InputError
 from molsam.models.gps import GPSModel
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # featurizing SMILES needs RDKit; scoring a store or loading 
 
 #: Rows per streamed block: large enough to keep the workers and the model busy, small enough
 #: that a block's graphs (~1 KB per molecule) and output rows stay a few MB.
-BLOCK_ROWS = 8192
+BLOCK_ROWS = 8192  # molsam.predict_ray.BLOCK_ROWS too
 CPU_BATCH_SIZE = 256
 CUDA_BATCH_SIZE = 1024
 #: Padded atom slots per molecule a batch may use (drug-like molecules have ~25-35 heavy atoms).
@@ -371,22 +371,6 @@ def smiles_column_index(header: TableHeader, ensemble: Ensemble, smiles_column: 
     return header.column_index("smiles", "SMILES", "--smiles-col")
 
 
-def _blocks(
-    rows: Iterator[tuple[int, list[str]]], size: int, problems: dict[int, str]
-) -> Iterator[tuple[list[list[str]], list[str]]]:
-    """Blocks of `size` rows: (cells per row, the reader's reason per row or "")."""
-    block: list[list[str]] = []
-    reasons: list[str] = []
-    for position, cells in rows:
-        block.append(cells)
-        reasons.append(problems.get(position, ""))  # the reader fills it before yielding the row
-        if len(block) == size:
-            yield block, reasons
-            block, reasons = [], []
-    if block:
-        yield block, reasons
-
-
 def _format(value: float) -> str:
     # 9 significant digits hold every float32 exactly; NaN (invalid row) is an empty cell.
     return "" if value != value else f"{value:.9g}"
@@ -463,7 +447,7 @@ def predict_csv(
             # One block in flight: the workers featurize block k+1 while the model scores block k.
             pending: deque[tuple[list[list[str]], list[str], Callable[[], FeaturizedArrays]]]
             pending = deque()
-            for block, reasons in _blocks(rows, block_rows, header.problems):
+            for block, reasons in iter_blocks(rows, block_rows, header.problems):
                 pending.append((block, reasons, _submit(pool, block, at, ensemble.rwse_steps)))
                 # Drain to one block in flight (all of them at the end of the file).
                 while len(pending) > 1:
@@ -509,7 +493,29 @@ def _write_block(
     """Predict one block and write its rows; returns the number of valid molecules. `reasons`:
     the reader's reason per row (an unreadable SD record), which replaces the featurizer's;
     `kept`: the input cells to copy (kept_input_columns), None for all."""
-    found = _block_predictions(ensemble, result(), len(block), batch_size)
+    rows, valid = score_block(ensemble, block, result(), batch_size, reasons, kept)
+    writer.writerows(rows)
+    return valid
+
+
+def score_block(
+    ensemble: Ensemble,
+    block: list[list[str]],
+    arrays: FeaturizedArrays,
+    batch_size: int | None = None,
+    reasons: list[str] | None = None,
+    kept: list[int] | None = None,
+) -> tuple[list[list[str]], int]:
+    """Output rows of one block of input rows, in input order, and its number of valid molecules.
+
+    Each output row is the kept input cells as read (`kept`: indices from kept_input_columns,
+    None for all), then the prediction cells (empty for an invalid SMILES), then the error cell:
+    the columns of `output_columns`. `arrays` are the block's featurized SMILES (positions
+    relative to the block); `reasons`, the reader's reason per row, replaces the featurizer's.
+    Single-machine predict (`predict_csv`) and the Ray engine (`molsam.predict_ray`) both score
+    blocks with this one function.
+    """
+    found = _block_predictions(ensemble, arrays, len(block), batch_size)
     if reasons:
         found.errors = [why or error for why, error in zip(reasons, found.errors)]
     cells = [[_format(v) for v in row] for row in found.mean.tolist()]
@@ -523,7 +529,5 @@ def _write_block(
         cells = [row + [_format(v) for v in std] for row, std in zip(cells, found.std.tolist())]
     if kept is not None:
         block = [[row[i] for i in kept] for row in block]
-    writer.writerows(
-        row + predicted + [error] for row, predicted, error in zip(block, cells, found.errors)
-    )
-    return len(block) - sum(1 for e in found.errors if e)
+    rows = [row + predicted + [error] for row, predicted, error in zip(block, cells, found.errors)]
+    return rows, len(block) - sum(1 for e in found.errors if e)

@@ -9,13 +9,23 @@ import typer
 from molsam.errors import MolsamError
 
 
+ENGINES = ("local", "ray")
+
+
 def predict(
     models: list[Path] = typer.Argument(
         ..., metavar="MODEL...",
-        help="Checkpoint(s) (.pt) or a run directory (every seed_*/best.pt).",
+        help="Checkpoint(s) (.pt) or a run directory (every seed_*/best.pt). With --engine ray: "
+        "RUN INPUTS... (the first argument is the model, every other one an input file, folder "
+        "or glob).",
     ),
-    input_path: Path = typer.Argument(..., metavar="INPUT", help="CSV/TSV, SD (.sdf) or SMILES (.smi) file (.gz too) to predict."),
-    out: str = typer.Option("-", "--out", "-o", help="Output CSV; '-' writes to stdout."),
+    input_path: Path = typer.Argument(
+        ..., metavar="INPUT", help="CSV/TSV, SD or SMILES file (.gz too) to predict."
+    ),
+    out: str = typer.Option(
+        "-", "--out", "-o",
+        help="Output CSV; '-' writes to stdout. With --engine ray: a folder, one file per input.",
+    ),
     smiles_col: str = typer.Option(
         None, "--smiles-col", help="SMILES column (default: the training recipe's, else smiles)."
     ),
@@ -24,14 +34,34 @@ def predict(
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     workers: int = typer.Option(
-        None, "--workers", "-j", min=1, help="Featurization processes (default: all cores)."
+        None, "--workers", "-j", min=1,
+        help="Featurization processes (default: all cores); with --engine ray, scoring actors "
+        "(default: one per GPU of the cluster, else one per CPU).",
+    ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (this machine) | ray (Ray Data; pip install molsam[ray])."
+    ),
+    address: str = typer.Option(
+        None, "--address",
+        help="With --engine ray: 'auto' (the cluster this machine is in), ray://HOST:PORT, or none "
+        "for a local Ray started by the command.",
     ),
 ) -> None:
     """Predict every row of INPUT; invalid SMILES get empty predictions and a molsam_error."""
     from molsam.cli.main import fail
-    from molsam.predict import load_ensemble, predict_csv
+    from molsam.errors import ConfigError
 
     try:
+        if engine not in ENGINES:
+            raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
+        if engine == "ray":
+            _predict_ray([*models, input_path], out, smiles_col, batch_size, device, workers,
+                         address)
+            return
+        if address:
+            raise ConfigError("--address is for --engine ray")
+        from molsam.predict import load_ensemble, predict_csv
+
         ensemble = load_ensemble(models, device)
         summary = predict_csv(
             ensemble, input_path, None if out == "-" else out, smiles_column=smiles_col,
@@ -49,6 +79,26 @@ def predict(
         f"{summary.rows} rows, {summary.valid} valid, {summary.invalid} invalid; "
         f"{summary.seconds:.1f} s, {summary.per_second:.0f} molecules/s "
         f"({members}, {ensemble.device.type}){'' if out == '-' else f'; wrote {out}'}",
+        err=True,
+    )
+
+
+def _predict_ray(paths, out, smiles_col, batch_size, device, workers, address) -> None:
+    """RUN INPUTS... on Ray Data: one output file per input in the --out folder."""
+    from molsam.errors import ConfigError
+    from molsam.predict_ray import predict_files_ray
+
+    if out == "-":
+        raise ConfigError("--engine ray writes one file per input: give an --out folder")
+    run, inputs = paths[0], paths[1:]
+    summary = predict_files_ray(
+        [run], inputs, out, address=address, smiles_column=smiles_col, batch_size=batch_size,
+        actors=workers, device=device,
+    )
+    typer.echo(
+        f"{len(inputs)} input(s), {summary.rows} rows, {summary.valid} valid, "
+        f"{summary.invalid} invalid; {summary.seconds:.1f} s, {summary.per_second:.0f} "
+        f"molecules/s (ray); wrote {out}",
         err=True,
     )
 

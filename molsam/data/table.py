@@ -76,6 +76,23 @@ def _delimiter(path: Path, first_line: str) -> str:
     return ","
 
 
+def iter_blocks(
+    rows: Iterator[tuple[int, list[str]]], size: int, problems: dict[int, str]
+) -> Iterator[tuple[list[list[str]], list[str]]]:
+    """Blocks of `size` rows of `iter_table`'s rows: (cells per row, the reader's reason per row
+    or "", from `header.problems`)."""
+    block: list[list[str]] = []
+    reasons: list[str] = []
+    for position, cells in rows:
+        block.append(cells)
+        reasons.append(problems.get(position, ""))  # the reader fills it before yielding the row
+        if len(block) == size:
+            yield block, reasons
+            block, reasons = [], []
+    if block:
+        yield block, reasons
+
+
 def iter_table(path: str | Path) -> tuple[TableHeader, Iterator[tuple[int, list[str]]]]:
     """Open a table; return its header and an iterator of (line number, cells) per data row.
 
