@@ -1,6 +1,14 @@
 """Featurization throughput and store size on tox21.csv, against RDKit's bare parse rate.
 
     python benchmarks/featurize.py [--data PATH] [--workers N] [--repeats R]
+    python benchmarks/featurize.py --cli [--data PATH] [--baseline OTHER_CHECKOUT] [--repeats R]
+
+--cli: `molsam featurize DATA --split scaffold --no-cache` end to end in a fresh process (CLI
+start, reading, featurization, scaffolds, split, split statistics, writing store.pt and
+splits.json), molecules/s = input rows / wall seconds, and the store's bytes per molecule. DATA
+defaults to the drug-like library of benchmarks/library.py (~23,400 rows, HIV-like sizes, built
+from files on disk). --baseline times another checkout (e.g. an older commit) on the same file,
+interleaved, for a same-run ratio.
 
 End to end = read CSV, parse, integer codes, RWSE, write the store file (no cache). The baseline,
 measured in the same run on the same file, is `Chem.MolFromSmiles` alone: on one core, and
@@ -59,12 +67,65 @@ def end_to_end(path: Path, workers: int, out: Path) -> tuple[float, int, int]:
     return len(table) / seconds, len(store), out.stat().st_size
 
 
+CLI = "import sys; from molsam.cli.main import app; sys.argv[0] = 'molsam'; app()"
+
+
+def cli_run(tree: Path, data: Path, out: Path) -> float:
+    """Seconds of `molsam featurize` from checkout `tree`, in a fresh process."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, "-c", CLI, "featurize", str(data), "--split", "scaffold",
+               "--no-cache", "--out", str(out)]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"featurize failed in {tree}:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def cli_main(args) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from library import write_library
+
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        data = args.data
+        if data is None:
+            data = folder / "library.csv"
+            write_library(data)
+        rows = sum(1 for _ in open(data, encoding="utf-8")) - 1
+        trees = {"this": ROOT} | ({"baseline": args.baseline} if args.baseline else {})
+        seconds: dict[str, list[float]] = {name: [] for name in trees}
+        sizes = {}
+        for _ in range(args.repeats):  # interleaved: machine noise hits both alike
+            for name, tree in trees.items():
+                out = folder / f"out-{name}"
+                seconds[name].append(cli_run(tree, data, out))
+                sizes[name] = (out / "store.pt").stat().st_size
+        print(f"{data}: {rows} rows; molsam featurize --split scaffold --no-cache, end to end; "
+              f"best of {args.repeats}; cpu: {os.cpu_count()} cores")
+        for name in trees:
+            best = min(seconds[name])
+            print(f"{name:>9}: {best:7.1f} s = {rows / best:6.0f} molecules/s "
+                  f"(runs: {', '.join(f'{s:.1f}' for s in seconds[name])}); store "
+                  f"{sizes[name] / rows:.0f} bytes/row (target >= 4000/s, <= 1024 bytes)")
+        if args.baseline:
+            print(f"speed-up this / baseline: {min(seconds['baseline']) / min(seconds['this']):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cli", action="store_true", help="end-to-end `molsam featurize` runs")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout (--cli)")
     args = parser.parse_args()
+    if args.cli:
+        cli_main(args)
+        return
+    args.data = args.data or DEFAULT_DATA
 
     smiles = read_table(args.data).smiles
     print(f"{args.data.name}: {len(smiles)} rows; {args.workers} workers; best of {args.repeats}")

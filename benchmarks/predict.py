@@ -1,6 +1,14 @@
 """End-to-end `molsam predict` throughput and peak memory on 10,000 and 100,000 rows.
 
     python benchmarks/predict.py [--sizes 10000,100000] [--workers N] [--batch-size B]
+        [--library] [--baseline OTHER_CHECKOUT] [--ray]
+
+--library: SMILES of the drug-like library of benchmarks/library.py (HIV-like sizes, large
+molecules included) instead of the MoleculeNet CSVs. --baseline: the same runs with another
+checkout (its own checkpoint writer and CLI), interleaved, for same-run ratios. --ray: also
+`molsam predict --engine ray` (a local Ray started by the command, all cores) on a small and the
+first size's file; "once started" rates are marginal: (N - n) / (T_N - T_n), for Ray and for
+single-machine predict alike, so start-up (Ray, actors, imports) cancels out.
 
 Input: the SMILES columns of the shared MoleculeNet CSVs, cycled to each row count, written to a
 temporary CSV (with an id column that must come through). Model: the quickstart model config
@@ -104,11 +112,33 @@ def featurize_rate(inp: Path, rwse_steps: int) -> float:
     return float(done.stdout.strip())
 
 
-def run_one(ckpt: Path, inp: Path, out: Path, extra: list[str]) -> tuple[float, float]:
-    command = [sys.executable, "-c", WRAPPER, str(Path(sys.executable).parent / "molsam"),
-               "predict", str(ckpt), str(inp), "-o", str(out), *extra]
+CLI = "import sys; from molsam.cli.main import app; sys.argv[0] = 'molsam'; app()"
+WRITE_CHECKPOINT = (
+    "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path;"
+    "from predict import write_checkpoint; print(write_checkpoint(Path(sys.argv[1]))[1])"
+)
+
+
+def tree_env(tree: Path) -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(tree)}
+
+
+def tree_checkpoint(tree: Path, path: Path) -> int:
+    """A checkpoint written by `tree`'s own code (formats may differ between checkouts)."""
+    done = subprocess.run([sys.executable, "-c", WRITE_CHECKPOINT, str(path)], cwd=tree,
+                          env=tree_env(tree), capture_output=True, text=True, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def run_one(ckpt: Path, inp, out: Path, extra: list[str], tree: Path = ROOT
+            ) -> tuple[float, float]:
+    inputs = [str(p) for p in inp] if isinstance(inp, list) else [str(inp)]
+    command = [sys.executable, "-c", WRAPPER, sys.executable, "-c", CLI,
+               "predict", str(ckpt), *inputs, "-o", str(out), *extra]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tree, env=tree_env(tree))
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"molsam predict failed:\n{done.stderr}")
@@ -122,7 +152,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--library", action="store_true")
+    parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--ray", action="store_true")
     args = parser.parse_args()
+    if args.library or args.baseline or args.ray:
+        compare(args)
+        return
     extra = ["--device", "cpu"]
     if args.workers:
         extra += ["--workers", str(args.workers)]
@@ -164,6 +200,68 @@ def main() -> None:
     print("(seconds include process start-up and imports; target >= 2,000 molecules/s, "
           "< 1024 MB, growth ~1.0x)")
     print(json.dumps(results))
+
+
+def compare(args) -> None:
+    """--library / --baseline / --ray: this checkout against a baseline, and Ray vs local."""
+    import shutil
+
+    if args.library:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from library import library
+
+        smiles = library()
+        random.Random(0).shuffle(smiles)
+    else:
+        smiles = shared_smiles()
+    extra = ["--device", "cpu"] + (["--workers", str(args.workers)] if args.workers else [])
+    extra += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    sizes = [int(s) for s in args.sizes.split(",")]
+    trees = {"this": ROOT} | ({"baseline": args.baseline} if args.baseline else {})
+    results: dict[tuple[str, int], tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        ckpts = {name: folder / f"model-{name}.pt" for name in trees}
+        for name, tree in trees.items():
+            tree_checkpoint(tree, ckpts[name])
+        print(f"input: {len(smiles)} SMILES ({'library' if args.library else 'MoleculeNet'}), "
+              f"cycled; {' '.join(extra)}")
+        small = folder / "small.csv"
+        write_input(small, smiles, 200)
+        for rows in sizes:
+            inp = folder / f"in_{rows}.csv"
+            write_input(inp, smiles, rows)
+            for name, tree in trees.items():
+                results[(name, rows)] = run_one(ckpts[name], inp, folder / "out.csv", extra, tree)
+            if args.ray and rows == sizes[0]:
+                local_small = run_one(ckpts["this"], small, folder / "s.csv", extra, ROOT)[0]
+                ray_extra = ["--engine", "ray", "--device", "cpu"]
+                ray_small = run_one(ckpts["this"], [small], folder / "ray-s", ray_extra, ROOT)[0]
+                ray_big = run_one(ckpts["this"], [inp], folder / "ray-b", ray_extra, ROOT)
+                results[("ray", rows)] = ray_big
+                marginal_local = (rows - 200) / (results[("this", rows)][0] - local_small)
+                marginal_ray = (rows - 200) / (ray_big[0] - ray_small)
+                shutil.rmtree(folder / "ray-s", ignore_errors=True)
+                shutil.rmtree(folder / "ray-b", ignore_errors=True)
+            inp.unlink()
+    print(f"\n{'checkout':>9} {'rows':>8} {'seconds':>8} {'molecules/s':>12} {'peak RSS MB':>12}")
+    for (name, rows), (seconds, peak) in results.items():
+        print(f"{name:>9} {rows:>8} {seconds:>8.1f} {rows / seconds:>12.0f} {peak:>12.0f}")
+    for name in trees:
+        runs = [results[(name, r)] for r in sizes]
+        if len(runs) > 1:
+            print(f"{name}: peak RSS {sizes[0]} -> {sizes[-1]} rows: "
+                  f"{runs[-1][1] / runs[0][1]:.2f}x")
+    if args.baseline:
+        for rows in sizes:
+            ratio = results[("baseline", rows)][0] / results[("this", rows)][0]
+            print(f"speed-up this / baseline at {rows} rows: {ratio:.2f}x")
+    if args.ray:
+        print(f"once started (marginal, {sizes[0]} vs 200 rows): local {marginal_local:.0f}/s, "
+              f"ray {marginal_ray:.0f}/s = {marginal_ray / marginal_local:.0%} of local "
+              f"(target >= 80%)")
+    print("(seconds include process start-up and imports; targets >= 2,000 molecules/s, "
+          "< 1024 MB, growth ~1.0x)")
 
 
 if __name__ == "__main__":
