@@ -71,3 +71,31 @@ def test_without_optuna_tune_says_how_to_install(tmp_path, monkeypatch):
     result = runner.invoke(app, ["tune", str(_recipe(tmp_path)), "--out", str(tmp_path / "t")])
     assert result.exit_code == 2
     assert result.output.strip() == "error: molsam tune needs Optuna: pip install molsam[tune]"
+
+
+def test_sigterm_inside_a_trial_ends_like_ctrl_c(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    import os
+    import signal
+
+    from molsam.train.loop import ReplicateTrainer
+    from molsam.tune import default_storage, load_study
+
+    original = ReplicateTrainer._after_epoch
+    calls = []
+
+    def terminate_in_second_trial(self, record):
+        original(self, record)
+        calls.append(record.epoch)
+        if len(calls) == 2:  # epochs: 1 per trial, so this is inside trial 1
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(ReplicateTrainer, "_after_epoch", terminate_in_second_trial)
+    out = tmp_path / "tune"
+    before = signal.getsignal(signal.SIGTERM)
+    result = runner.invoke(app, ["tune", str(_recipe(tmp_path)), "--trials", "5", "--out", str(out)])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and (out / "best.yaml").is_file()
+    states = [t.state.name for t in load_study(default_storage(out)).trials]
+    assert states == ["COMPLETE", "FAIL"]
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
