@@ -18,6 +18,10 @@ from tests.conftest import ROOT
 CHILD = textwrap.dedent("""
     import os, signal, sys, threading, time
     from molsam.chem.parallel import featurize_many
+    # A process started from a background job (nohup, `cmd &` in a script, some CI runners)
+    # inherits SIGINT as ignored and Python then installs no handler; a terminal user's molsam
+    # has Python's default one, which is what this test is about.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     smiles = ["CC(C)Cc1ccc(cc1)C(C)C(=O)O", "c1ccccc1O", "CCN(CC)CC"] * 1500
     outcomes = []
     for delay in (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3):
