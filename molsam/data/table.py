@@ -315,10 +315,15 @@ def read_table(
     )
 
 
+def non_binary_labels(labels: np.ndarray) -> np.ndarray:
+    """Mask of labels a classification task cannot use: present (not NaN) and neither 0 nor 1."""
+    return ~np.isnan(labels) & ~np.isin(labels, (0.0, 1.0))
+
+
 def check_binary_labels(table: MolTable) -> None:
     """Refuse a label other than 0/1 (or missing) for a classification task, naming the file,
     line and column of the first one: such labels would pass as 'positive' and inflate rates."""
-    bad = ~np.isnan(table.targets) & ~np.isin(table.targets, (0.0, 1.0))
+    bad = non_binary_labels(table.targets)
     if bad.any():
         row, task = np.argwhere(bad)[0]
         raise InputError(

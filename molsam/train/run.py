@@ -26,6 +26,7 @@ from molsam.data.split_stats import saved_split_indices, split_statistics, write
 from molsam.data.splits import file_split
 from molsam.data.targets import targets_line
 from molsam.data.store import GraphStore
+from molsam.data.table import non_binary_labels
 from molsam.errors import ConfigError, InputError
 from molsam.jsonio import write_json_atomic
 from molsam.outputs import output_folder
@@ -68,7 +69,7 @@ def load_recipe_data(
 def check_task_labels(store: GraphStore, task: str) -> None:
     """Refuse labels the task cannot train on (classification needs 0/1)."""
     if task == "classification":
-        bad = ~np.isnan(store.y) & ~np.isin(store.y, (0.0, 1.0))
+        bad = non_binary_labels(store.y)
         if bad.any():
             at, column = np.argwhere(bad)[0]
             raise InputError(
