@@ -11,7 +11,10 @@ Reads the grid's cells.csv (one row per dataset x column x seed) and prints, per
   mean validation metric: the selection issue 9 asks for ("the two best rhos by validation"),
   made without looking at test.
 
-    python benchmarks/study_table.py runs/graphsam-study-bbbp [--baseline adam] [--min-seeds 5]
+    python benchmarks/study_table.py runs/graphsam-study-bbbp [--baseline adam] [--complete]
+
+It also draws BENCHMARK/study_<dataset>.png: test metric against the top Hessian eigenvalue,
+one point per cell (log x axis), and validation and test metric against rho per family.
 
 Only seeds that every reported column has are used when --complete is given, so that a grid
 still running compares columns on the same seeds.
@@ -115,6 +118,52 @@ def rho_ranking(rows: list[dict], seeds: set[int] | None) -> list[str]:
     return lines
 
 
+def plot_dataset(rows: list[dict], dataset: str, out: Path) -> Path:
+    """Two panels: test vs top eigenvalue per cell; val and test vs rho per rho family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = rows[0]["metric"]
+    figure, (flat_axis, rho_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    by_family: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        match = RHO_COLUMN.match(row["optimizer"])
+        by_family[match["family"] if match else row["optimizer"]].append(row)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (family, members) in enumerate(sorted(by_family.items())):
+        color = colors[index % len(colors)]
+        points = [(number(r.get("top_eigenvalue", "")), float(r["test"])) for r in members]
+        points = [(x, y) for x, y in points if x is not None]
+        if points:
+            flat_axis.scatter([max(x, 1e-3) for x, _ in points], [y for _, y in points],
+                              label=family, s=14, color=color)
+        by_rho: dict[float, list[dict]] = defaultdict(list)
+        for row in members:
+            match = RHO_COLUMN.match(row["optimizer"])
+            if match:
+                by_rho[float(match["rho"])].append(row)
+        if len(by_rho) > 1:
+            rhos = sorted(by_rho)
+            for key, style in (("val", "--"), ("test", "-")):
+                values = [[float(r[key]) for r in by_rho[rho]] for rho in rhos]
+                rho_axis.errorbar(rhos, [statistics.mean(v) for v in values],
+                                  yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values],
+                                  linestyle=style, marker="o", capsize=3, color=color,
+                                  label=f"{family} {key}")
+    flat_axis.set(xscale="log", xlabel="top Hessian eigenvalue at best.pt (training split)",
+                  ylabel=f"test {metric}", title=f"{dataset}: flatness vs test, one point per cell")
+    flat_axis.legend(fontsize="x-small")
+    rho_axis.set(xscale="log", xlabel="rho", ylabel=metric,
+                 title="mean ± std over seeds (dashed: validation)")
+    rho_axis.legend(fontsize="x-small")
+    path = out / f"study_{dataset}.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("benchmark", type=Path, help="a molsam benchmark --out folder")
@@ -139,6 +188,7 @@ def main() -> None:
         print()
         print("\n".join(correlations(rows)))
         print("\n".join(rho_ranking(rows, seeds)))
+        print(f"plot: {plot_dataset(rows, dataset, args.benchmark)}")
         print()
 
 
