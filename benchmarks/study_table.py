@@ -12,6 +12,7 @@ Reads the grid's cells.csv (one row per dataset x column x seed) and prints, per
   made without looking at test.
 
     python benchmarks/study_table.py runs/graphsam-study-bbbp [--baseline adam] [--complete]
+        [--drop COLUMN ...]
 
 It also draws BENCHMARK/study_<dataset>.png: test metric against the top Hessian eigenvalue,
 one point per cell (log x axis), and validation and test metric against rho per family.
@@ -170,11 +171,14 @@ def main() -> None:
     parser.add_argument("--baseline", default="adam", help="column to pair against [adam]")
     parser.add_argument("--complete", action="store_true",
                         help="use only the seeds that every column of a dataset has")
+    parser.add_argument("--drop", action="append", default=[], metavar="COLUMN",
+                        help="leave a column out (repeatable), e.g. one stopped after fewer seeds")
     args = parser.parse_args()
     cells = read_cells(args.benchmark / "cells.csv")
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for row in cells:
-        by_dataset[row["dataset"]].append(row)
+        if row["optimizer"] not in args.drop:
+            by_dataset[row["dataset"]].append(row)
     for dataset, rows in by_dataset.items():
         seeds = None
         if args.complete:
