@@ -419,8 +419,42 @@ def _resolve_spec(key: str, section: str, name: str, spec: Any) -> SearchRange |
                           integer=base is int)
 
 
+#: Pruners `molsam tune` offers (tune.pruner.name); molsam.tune.build_pruner says why these.
+PRUNERS = ("median", "successive_halving", "none")
+
+
+class PrunerConfig(_Frozen):
+    """`tune.pruner`: how a search stops bad trials early (molsam.tune.build_pruner).
+
+    `median` (Optuna's MedianPruner): a trial stops when its best validation score so far is
+    worse than the median of completed trials at the same epoch, once `startup_trials` trials
+    have completed. `successive_halving` (Optuna's SuccessiveHalvingPruner, ASHA): a trial
+    continues past epochs warmup_epochs, warmup_epochs * r, ... only if it is in the best 1/r of
+    the trials that reached that epoch (r = reduction_factor); no start-up trials. `none`: never.
+    No pruner stops a trial during its first `warmup_epochs` epochs (the learning-rate warm-up
+    says little about the end).
+    """
+
+    name: Choice(PRUNERS) = "median"
+    warmup_epochs: Integer(0) = 5
+    startup_trials: Integer(0) = 4
+    reduction_factor: Integer(2) = 3
+
+    @model_validator(mode="after")
+    def _keys_of_the_pruner(self) -> "PrunerConfig":
+        own = {"startup_trials": "median", "reduction_factor": "successive_halving"}
+        for key, pruner in own.items():
+            if key in self.model_fields_set and self.name != pruner:
+                raise _molsam_error(f"tune.pruner.{key}", f"only the {pruner} pruner has it "
+                                                          f"(tune.pruner.name is {self.name!r})")
+        if self.name == "none" and "warmup_epochs" in self.model_fields_set:
+            raise _molsam_error("tune.pruner.warmup_epochs", "the none pruner never prunes")
+        return self
+
+
 class _TuneBase(_Frozen):
-    """The `tune:` section: {dotted recipe key: {low, high[, log][, step]} or [choices]}."""
+    """The `tune:` section: {dotted recipe key: {low, high[, log][, step]} or [choices]}, and
+    optionally `pruner:` (a setting of the search, not a searched key: it has no dot)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False,
                               title="TuneSpace")
@@ -447,7 +481,8 @@ class _TuneBase(_Frozen):
         """(field name, dotted key) of the keys this space searches, in schema order (a set's
         order would change with the hash seed, and with it the sampler's draws)."""
         return [(name, info.alias) for name, info in type(self).model_fields.items()
-                if name in self.model_fields_set and getattr(self, name) is not None]
+                if name not in TUNE_SETTINGS and name in self.model_fields_set
+                and getattr(self, name) is not None]
 
     @model_validator(mode="after")
     def _against_key_types(self) -> "_TuneBase":
@@ -469,9 +504,13 @@ class _TuneBase(_Frozen):
         return {key: getattr(self, name) for name, key in self._searched()}
 
 
+#: Keys of the tune section that configure the search instead of naming a searched key.
+TUNE_SETTINGS = ("pruner",)
+
 TuneSpace = create_model(
     "TuneSpace",
     __base__=_TuneBase,
+    pruner=(PrunerConfig | None, None),
     **{key.replace(".", "__"): (_SpecInput | None, Field(None, alias=key))
        for key in tunable_keys()},
 )
@@ -680,7 +719,7 @@ def _config_error(error: ValidationError, source: str) -> ConfigError:
                 return _fail(key, "cannot be searched (data, split, train.metric and train.seeds "
                                   "stay fixed so that every trial is scored on the same "
                                   "validation set)")
-            return _unknown_key(key, name, tunable_keys())
+            return _unknown_key(key, name, [*tunable_keys(), *TUNE_SETTINGS])
         _, owner = _type_at(tuple(p for p in loc if p not in ("range", "choices")))
         valid = [(f.alias or n) for n, f in owner.model_fields.items()] if owner else []
         return _unknown_key(key, name, valid)
@@ -907,7 +946,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
         if not sep or not key or any(not p for p in parts):
             raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.rho=0.01")
         _schema_check_path(parts, key)
-        if parts[0] == "tune" and len(parts) > 2:
+        if parts[0] == "tune" and len(parts) > 2 and parts[1] not in TUNE_SETTINGS:
             # tune keys are themselves dotted: tune.optim.rho.high -> tune["optim.rho"]["high"]
             parts = ["tune", ".".join(parts[1:3]), *parts[3:]]
         value = _parse_yaml(value_text, f"--set {key}")
@@ -954,6 +993,10 @@ def recipe_to_dict(recipe: Recipe) -> dict:
     out = {name: _section_to_dict(getattr(recipe, name)) for name in SECTIONS}
     if recipe.tune is not None:
         out["tune"] = tune_to_dict(recipe.tune.as_dict())
+        pruner = recipe.tune.pruner
+        if pruner is not None:  # the keys as written (others belong to other pruners)
+            out["tune"]["pruner"] = {k: getattr(pruner, k) for k in type(pruner).model_fields
+                                     if k == "name" or k in pruner.model_fields_set}
     return out
 
 

@@ -1,4 +1,5 @@
-"""`molsam tune RECIPE [--trials N] [--timeout S] [--storage URL] [--out DIR] [--set KEY=VALUE]`."""
+"""`molsam tune RECIPE [--trials N] [--jobs N] [--timeout S] [--storage URL|FILE] [--out DIR]
+[--set KEY=VALUE]`."""
 
 from __future__ import annotations
 
@@ -16,23 +17,29 @@ log = logging.getLogger("molsam")
 
 def tune(
     recipe: Path = typer.Argument(..., help="Recipe YAML; its tune: section is the search space."),
-    trials: int = typer.Option(20, "--trials", "-n", min=1, help="Trials to run in this call."),
+    trials: int = typer.Option(20, "--trials", "-n", min=1,
+                               help="Trials to run in this call (all --jobs together)."),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", min=1,
+        help="Trial processes on this machine, one core (torch thread) each, sharing the study.",
+    ),
     timeout: float = typer.Option(None, "--timeout", min=1, help="Stop after S seconds."),
     storage: str = typer.Option(
         None, "--storage",
-        help="Optuna storage URL shared by every worker, e.g. postgresql://host/db "
-             "[default: sqlite file DIR/study.db].",
+        help="Optuna storage shared by every worker: a database URL (postgresql://host/db, "
+             "mysql://...) or a journal file path [default: DIR/study.journal].",
     ),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder [default: runs/tune-NAME]."),
     study_name: str = typer.Option("molsam", "--study-name", help="Study inside the storage."),
     seed: int = typer.Option(0, "--seed", help="TPE sampler seed (one per parallel worker)."),
-    prune: bool = typer.Option(True, "--prune/--no-prune", help="Median pruning per epoch."),
+    prune: bool = typer.Option(True, "--prune/--no-prune",
+                               help="Pruning per epoch (tune.pruner; default median)."),
     overrides: list[str] = typer.Option(
         None, "--set", help="Override a recipe key, e.g. --set train.epochs=10 (repeatable)."
     ),
 ) -> None:
-    """Search hyper-parameters with Optuna (TPE, median pruning) on the validation metric;
-    a second call with the same --out (or --storage) continues the study."""
+    """Search hyper-parameters with Optuna (TPE, pruning) on the validation metric, in --jobs
+    processes; a second call with the same --out (or --storage) continues the study."""
     from rich.console import Console
 
     from molsam.cli.main import fail
@@ -50,7 +57,7 @@ def tune(
         with _sigterm_as_interrupt():
             result = tune_recipe(
                 resolved, out, trials=trials, timeout=timeout, storage=storage,
-                study_name=study_name, seed=seed, prune=prune,
+                study_name=study_name, seed=seed, prune=prune, jobs=jobs,
                 on_epoch=lambda info: log.debug(
                     "trial %d seed %d epoch %d: val %s %s", info["trial"], info["seed"],
                     info["epoch"] + 1, info["metric"], info["val"]),
@@ -60,8 +67,8 @@ def tune(
         result = getattr(interrupt, "tune_result", None)
         if result is not None:
             _report(console, result, out)
-        console.print(f"interrupted: the study keeps every finished trial (the one in progress "
-                      f"is marked failed); continue with the same command")
+        console.print(f"interrupted: the study keeps every finished trial (those in progress "
+                      f"are marked failed); continue with the same command")
         raise typer.Exit(code=130) from None
     except MolsamError as error:
         raise fail(error) from None

@@ -37,7 +37,7 @@ def test_tune_prints_best_trials_and_best_yaml_trains_as_is(tmp_path):
     assert "trial 0 complete" in result.output and "trial 1 complete" in result.output
     assert "best trials of study 'molsam' (minimize val rmse)" in result.output
     assert "optim.rho" in result.output and "2 complete" in result.output
-    for name in ("best.yaml", "trials.csv", "history.png", "importance.png", "study.db"):
+    for name in ("best.yaml", "trials.csv", "history.png", "importance.png", "study.journal"):
         assert (out / name).is_file(), name
     run = runner.invoke(app, ["train", str(out / "best.yaml"), "--out", str(tmp_path / "run")])
     assert run.exit_code == 0, run.output
@@ -99,3 +99,19 @@ def test_sigterm_inside_a_trial_ends_like_ctrl_c(tmp_path, monkeypatch):
     states = [t.state.name for t in load_study(default_storage(out)).trials]
     assert states == ["COMPLETE", "FAIL"]
     assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
+def test_jobs_runs_trials_in_two_processes_and_prints_each(tmp_path):
+    pytest.importorskip("optuna")
+    from molsam.tune import default_storage, load_study
+
+    out = tmp_path / "tune"
+    result = runner.invoke(app, ["tune", str(_recipe(tmp_path)), "--trials", "3", "--jobs", "2",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for number in range(3):  # the parent prints the trials its workers ran
+        assert f"trial {number} complete" in result.output
+    assert "3 trial(s) run now; study totals: 3 complete" in result.output
+    assert all(t.user_attrs["worker"] for t in load_study(default_storage(out)).trials)
+    bad = runner.invoke(app, ["tune", str(_recipe(tmp_path)), "--jobs", "0", "--out", str(out)])
+    assert bad.exit_code == 2 and "--jobs" in bad.output
