@@ -9,7 +9,10 @@ Implementations (`--modes`):
   device, one eager step per batch.
 - `static`: `train.static_shapes: true`: batches padded to bucketed shapes; on CUDA every shape's
   whole step is captured once as a CUDA graph and replayed ("captured" in the table), on the CPU
-  the padded step runs eagerly ("padded").
+  the padded step runs eagerly ("padded"), on the CPU's finer bucket rules
+  (molsam.data.buckets.Buckets.for_device).
+- `static-cuda-set`: the static step with the CUDA bucket set on any device ("padded-cuda-set"
+  on the CPU): what the coarse CUDA rounding would cost there.
 
 Each configuration (mode x optimizer x precision x batch size) trains on all molecules of the
 store as its training part, epoch by epoch exactly as `ReplicateTrainer.fit` does (re-anchor at
@@ -21,7 +24,8 @@ interleaved across configurations so machine noise hits all alike; the median is
     python benchmarks/train_throughput.py --store featurized/bbbp/store.pt --device cuda \\
         --hidden 256 --layers 4 --batch-sizes 32 128 512 --precisions fp32 bf16
     python benchmarks/train_throughput.py --data bbbp --device cpu --modes eager static \\
-        --hidden 64 --layers 3 --batch-sizes 32 128 --optimizers graphsam --precisions fp32
+        --hidden 64 --layers 3 --batch-sizes 32 128 --optimizers graphsam --precisions fp32 \\
+        --clock process
 
 `--store` takes a featurized store (molsam featurize ... --out DIR writes DIR/store.pt), so a
 machine without RDKit can run it; `--data` featurizes (or loads from molsam's cache) a CSV or
@@ -43,7 +47,7 @@ import torch
 from torch import nn
 
 from molsam.config import recipe_from_dict
-from molsam.data.buckets import size_sorted_order
+from molsam.data.buckets import Buckets, size_sorted_order
 from molsam.data.splits import SplitIndices
 from molsam.data.store import GraphStore
 from molsam.devices import deterministic_algorithms
@@ -52,7 +56,7 @@ from molsam.optim import reanchor
 from molsam.train.loop import ReplicateTrainer
 
 OPTIMIZERS = ("adam", "sam", "graphsam")
-MODES = ("pyg", "eager", "static")
+MODES = ("pyg", "eager", "static", "static-cuda-set")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -61,7 +65,7 @@ class MolsamRunner:
     """A ReplicateTrainer with molecules `index` as its training part, stepped as `fit` does."""
 
     def __init__(self, store, source, optimizer, batch_size, precision, static, args, device,
-                 out_dir, index):
+                 out_dir, index, cuda_set=False):
         recipe_dict = {
             "data": {"path": str(args.store or args.data)},
             "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads,
@@ -77,6 +81,8 @@ class MolsamRunner:
             recipe, recipe_dict, source, split, task="classification",
             target_names=store.target_names, seed=0, out_dir=out_dir, device=device,
         )
+        if cuda_set and self.trainer.static is not None:
+            self.trainer.static.buckets = Buckets.for_batch_size(batch_size)
         self.epoch = 0
 
     def run_epoch(self) -> int:
@@ -223,7 +229,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=["pyg", "eager", "static"], choices=MODES)
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512])
@@ -234,10 +240,16 @@ def main() -> None:
     parser.add_argument("--sort-by-size", action="store_true")
     parser.add_argument("--deterministic", action="store_true",
                         help="train.deterministic: deterministic kernels (measures their cost)")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="process: this process's CPU time (CPU device only), steadier than "
+                             "wall time on a machine shared with other jobs")
     parser.add_argument("--json", help="also write the table to this JSON file")
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    if args.clock == "process" and device.type != "cpu":
+        parser.error("--clock process measures CPU time: only with --device cpu")
+    clock = time.process_time if args.clock == "process" else time.perf_counter
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     store = load(args)
@@ -260,15 +272,16 @@ def main() -> None:
             if dataset is not None:
                 configs.append(("pyg", "adam", precision, b,
                                 PyGRunner(dataset, b, precision, args, device)))
-            for mode in ("eager", "static"):
+            for mode in ("eager", "static", "static-cuda-set"):
                 if mode not in args.modes:
                     continue
                 for name in args.optimizers:
-                    runner = MolsamRunner(store, source, name, b, precision, mode == "static",
+                    runner = MolsamRunner(store, source, name, b, precision, mode != "eager",
                                           args, device,
                                           Path(tmp.name) / f"{mode}-{name}-{precision}-{b}",
-                                          index)
-                    label = static_label if mode == "static" else "eager"
+                                          index, cuda_set=mode == "static-cuda-set")
+                    label = {"eager": "eager", "static": static_label,
+                             "static-cuda-set": f"{static_label}-cuda-set"}[mode]
                     configs.append((label, name, precision, b, runner))
         return configs
 
@@ -276,6 +289,8 @@ def main() -> None:
     # freed before the next: all of them at once could exceed the GPU's memory.
     context = deterministic_algorithms(True) if args.deterministic else contextlib.nullcontext()
     rate: dict[tuple, float] = {}
+    #: Per round, eager epoch time / this configuration's (same round, so same machine noise).
+    round_ratios: dict[tuple, list[float]] = {}
     notes: dict[tuple, str] = {}
     order: list[tuple] = []
     with context:
@@ -290,15 +305,18 @@ def main() -> None:
             for _ in range(args.rounds):
                 for i, (*_, runner) in enumerate(configs):
                     sync(device)
-                    start = time.perf_counter()
+                    start = clock()
                     graphs[i] = runner.run_epoch()
                     sync(device)
-                    times[i].append(time.perf_counter() - start)
+                    times[i].append(clock() - start)
             for i, (label, opt, precision, _, runner) in enumerate(configs):
                 key = (label, opt, precision, b)
                 rate[key] = graphs[i] / statistics.median(times[i])
                 notes[key] = runner.note()
                 order.append(key)
+                eager_i = [j for j, c in enumerate(configs) if c[:3] == ("eager", opt, precision)]
+                if eager_i and label.startswith(static_label):
+                    round_ratios[key] = [e / t for e, t in zip(times[eager_i[0]], times[i])]
             del configs, runner
             gc.collect()
             if device.type == "cuda":
@@ -309,8 +327,9 @@ def main() -> None:
     print(f"{store_size} molecules, device {device} ({name}), torch {torch.__version__}, "
           f"threads {threads}, hidden {args.hidden} x {args.layers} layers, heads {args.heads}, "
           f"deterministic {args.deterministic}, sort_by_size {args.sort_by_size}, median of "
-          f"{args.rounds} interleaved epochs after {args.warmup_epochs} warm-up epochs")
-    print(f"{'implementation':<16}{'optimizer':<10}{'precision':<10}{'batch':>6}"
+          f"{args.rounds} interleaved epochs after {args.warmup_epochs} warm-up epochs, "
+          f"{args.clock} time")
+    print(f"{'implementation':<18}{'optimizer':<10}{'precision':<10}{'batch':>6}"
           f"{'graphs/s':>11}{'vs PyG':>9}{'vs eager':>10}  note")
     rows = []
     for label, opt, precision, b in order:
@@ -319,12 +338,17 @@ def main() -> None:
         pyg = rate.get(("pyg", "adam", precision, b))
         eager = rate.get(("eager", opt, precision, b))
         vs_pyg = f"{r / pyg:8.2f}x" if pyg and label != "pyg" else f"{'-':>9}"
-        vs_eager = f"{r / eager:9.2f}x" if eager and label == static_label else f"{'-':>10}"
-        print(f"{label:<16}{opt:<10}{precision:<10}{b:>6}{r:>11.0f}{vs_pyg}{vs_eager}  {note}")
+        is_static = label.startswith(static_label)
+        vs_eager = f"{r / eager:9.2f}x" if eager and is_static else f"{'-':>10}"
+        ratios = round_ratios.get((label, opt, precision, b))
+        if ratios:
+            note = (f"per round {min(ratios):.2f}-{max(ratios):.2f}x"
+                    + (f", {note}" if note else ""))
+        print(f"{label:<18}{opt:<10}{precision:<10}{b:>6}{r:>11.0f}{vs_pyg}{vs_eager}  {note}")
         rows.append({"implementation": label, "optimizer": opt, "precision": precision,
                      "batch": b, "graphs_per_s": r, "vs_pyg": r / pyg if pyg else None,
-                     "vs_eager": r / eager if eager and label == static_label else None,
-                     "note": note})
+                     "vs_eager": r / eager if eager and is_static else None,
+                     "vs_eager_per_round": ratios, "note": note})
     for label in ("eager", static_label):
         for precision in args.precisions:
             for b in args.batch_sizes:

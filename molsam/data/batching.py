@@ -31,6 +31,11 @@ class GraphBatch:
     index:      int64 [B] row of each molecule in the store
     num_graphs: B, a host int
     max_atoms:  atoms in the largest molecule, a host int (dense attention layout [B, max_atoms])
+    attn_offset, attn_groups: None (the usual case), or a grouped self-attention layout
+                (molsam.models.gps.attention_layout): attn_groups ((B_1, L_1), ...) host ints,
+                runs of B_g molecules at L_g slots each, and attn_offset int64 [B] the first
+                slot of each molecule in the buffer of sum_g B_g L_g slots. Set by the CPU's
+                padded batches (molsam.data.buckets.attention_groups).
     """
 
     atom_codes: Tensor
@@ -43,6 +48,8 @@ class GraphBatch:
     index: Tensor
     num_graphs: int
     max_atoms: int
+    attn_offset: Tensor | None = None
+    attn_groups: tuple[tuple[int, int], ...] | None = None
 
     @classmethod
     def from_pyg(cls, data: Any, *, max_atoms: int | None = None) -> "GraphBatch":

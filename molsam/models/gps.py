@@ -81,6 +81,28 @@ def dense_index(batch: GraphBatch) -> tuple[Tensor, Tensor]:
     return flat, valid.view(batch.num_graphs, length)
 
 
+def attention_layout(batch: GraphBatch) -> tuple[Tensor, Tensor, tuple[tuple[int, int], ...]]:
+    """The self-attention's dense layout: dense_index's [B, L] as one group, or the batch's
+    own grouping (`batch.attn_groups`, set by molsam.data.buckets on the CPU).
+
+    A group is a run of S_g = B_g * L_g slots of one flat buffer holding B_g molecules at
+    L_g slots each; attention runs per group, so a batch's few large molecules need not make
+    every small one pay L_max^2 (GraphBatch docstring).
+
+    Returns:
+        flat:   int64 [N], slot of each atom in the buffer of S = sum_g S_g slots.
+        valid:  bool [S], True where a slot holds an atom.
+        groups: ((B_1, L_1), ...), the buffer's runs in order.
+    """
+    if batch.attn_groups is None:
+        flat, valid = dense_index(batch)
+        return flat, valid.view(-1), ((batch.num_graphs, batch.max_atoms),)
+    flat = batch.attn_offset[batch.node_graph] + batch.node_slot
+    slots = sum(b * length for b, length in batch.attn_groups)
+    valid = torch.zeros(slots, dtype=torch.bool, device=flat.device).index_fill(0, flat, True)
+    return flat, valid, batch.attn_groups
+
+
 def to_dense(x: Tensor, flat: Tensor, num_graphs: int, length: int) -> Tensor:
     """Scatter node rows [N, H] into a zero-padded [B, L, H] tensor (differentiable)."""
     # In place into fresh zeros (which need no gradient): the out-of-place index_copy would
@@ -140,28 +162,43 @@ class DenseSelfAttention(nn.Module):
         nn.init.zeros_(self.qkv.bias)
         self.out.reset_parameters()
 
-    def forward(self, x: Tensor, flat: Tensor, valid: Tensor) -> Tensor:
-        """x [N, H] atom rows, flat int64 [N] (dense_index), valid bool [B, L] -> [N, H].
+    def forward(
+        self, x: Tensor, flat: Tensor, valid: Tensor,
+        groups: tuple[tuple[int, int], ...] | None = None,
+    ) -> Tensor:
+        """x [N, H] atom rows, flat int64 [N], valid bool [B, L] (dense_index) -> [N, H]; or,
+        with `groups` (attention_layout), valid bool [S] over runs of [B_g, L_g] slots.
 
-        The q/k/v and output projections run on the N atom rows, not on the B*L padded slots
+        The q/k/v and output projections run on the N atom rows, not on the padded slots
         (row-wise linear maps, so the result is the same; on BBBP batches of 32 about half of
         the slots are padding). Only q, k, v are laid out densely, for the attention itself.
         """
-        b, length = valid.shape
+        if groups is None:
+            groups = ((valid.shape[0], valid.shape[1]),)
+        valid = valid.reshape(-1)
         hidden = x.shape[-1]
-        qkv = to_dense(self.qkv(x), flat, b, length)  # [B, L, 3H], zeros in padded slots
-        q, k, v = (
-            qkv.view(b, length, 3, self.heads, hidden // self.heads)
-            .permute(2, 0, 3, 1, 4)  # [3, B, heads, L, d]
-            .unbind(0)
-        )
-        mask = valid[:, None, None, :]  # [B, 1, 1, L]: True = may attend
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
-        )
-        # Back to atom rows: [B, heads, L, d] -> [B*L, H] -> the N real slots.
-        rows = attended.transpose(1, 2).reshape(b * length, hidden).index_select(0, flat)
-        return self.out(rows)
+        d = hidden // self.heads
+        qkv = self.qkv(x)
+        # In place into fresh zeros (see to_dense): zeros in padded slots.
+        dense = qkv.new_zeros(valid.shape[0], qkv.shape[-1]).index_copy_(0, flat, qkv)
+        outputs, start = [], 0
+        for b, length in groups:
+            end = start + b * length
+            q, k, v = (
+                dense[start:end].view(b, length, 3, self.heads, d)
+                .permute(2, 0, 3, 1, 4)  # [3, B_g, heads, L_g, d]
+                .unbind(0)
+            )
+            mask = valid[start:end].view(b, 1, 1, length)  # True = may attend
+            attended = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
+            )
+            # [B_g, heads, L_g, d] -> [B_g * L_g, H]
+            outputs.append(attended.transpose(1, 2).reshape(b * length, hidden))
+            start = end
+        # Back to atom rows: the N real slots.
+        rows = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        return self.out(rows.index_select(0, flat))
 
 
 class GPSLayer(nn.Module):
@@ -204,9 +241,10 @@ class GPSLayer(nn.Module):
         edge_attr: Tensor,
         flat: Tensor,
         valid: Tensor,
+        groups: tuple[tuple[int, int], ...] | None = None,
     ) -> Tensor:
         local = self.norm_local(x + self.dropout(self.local(x, edge_index, edge_attr)))
-        attended = self.attn(x, flat, valid)
+        attended = self.attn(x, flat, valid, groups)
         glob = self.norm_attn(x + self.dropout(attended))
         h = local + glob
         return self.norm_out(h + self.dropout(self.ffn(h)))
@@ -336,26 +374,29 @@ class GPSModel(nn.Module):
                              f"reads {self.pe_steps} (pe_steps)")
         return batch
 
-    def embed(self, batch: GraphBatch | Any, layout: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def embed(self, batch: GraphBatch | Any, layout: tuple | None = None) -> Tensor:
         """Atom representations after the last GPS layer: [N, H].
 
         `batch`: a GraphBatch or a torch-geometric Batch (molsam.data.pyg layout).
-        `layout` is dense_index(batch), computed here when not given.
+        `layout` is attention_layout(batch) (or dense_index(batch) for a batch without
+        attention groups), computed here when not given.
         """
         batch = self._as_graph_batch(batch)
-        flat, valid = dense_index(batch) if layout is None else layout
+        flat, valid, *groups = attention_layout(batch) if layout is None else layout
         x = self.atom_embedding(batch.atom_codes)
         if self.pe_projection is not None:
             x = x + self.pe_projection(batch.rwse.to(self.pe_projection.weight.dtype))
         edge_attr = self.bond_embedding(batch.bond_codes)
+        groups = groups[0] if groups else None
         for layer in self.layers:
-            x = layer(x, batch.edge_index, edge_attr, flat, valid)
+            x = layer(x, batch.edge_index, edge_attr, flat, valid, groups)
         return x
 
     def readout(
         self, x: Tensor, batch: GraphBatch, layout: tuple[Tensor, Tensor] | None = None
     ) -> Tensor:
-        """Pool atom rows [N, H] into molecule rows [B, H] (no host sync)."""
+        """Pool atom rows [N, H] into molecule rows [B, H] (no host sync). `layout`:
+        dense_index(batch), computed here when needed and not given."""
         b = batch.num_graphs
         if self.pooling == "attention":
             flat, valid = dense_index(batch) if layout is None else layout
@@ -380,8 +421,13 @@ class GPSModel(nn.Module):
         molecules.
         """
         batch = self._as_graph_batch(batch)
-        layout = dense_index(batch)  # shared by every layer and the attention readout
-        return self.head(self.readout(self.embed(batch, layout), batch, layout))
+        layout = attention_layout(batch)  # built once, shared by every layer
+        # The attention readout reads the [B, L] layout: the same one unless the batch is
+        # grouped (then readout builds it).
+        plain = layout[:2] if batch.attn_groups is None else None
+        if plain is not None:
+            plain = (plain[0], plain[1].view(batch.num_graphs, batch.max_atoms))
+        return self.head(self.readout(self.embed(batch, layout), batch, plain))
 
 
 def _check_positive_int(name: str, value: object) -> None:

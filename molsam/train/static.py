@@ -25,8 +25,28 @@ What capture requires, and how it is met here:
   GraphSAM's estimate) is created by eager steps before any capture, outside the pool; a capture
   that would create optimizer state is refused.
 
-On the CPU the padded step runs eagerly (same numbers as the unpadded one; see
-tests/unit/test_static_shapes.py).
+On the CPU the padded step runs eagerly (same loss and gradients as the unpadded one; see
+tests/unit/test_static_shapes.py), on finer bucket rules than CUDA's with the self-attention in
+two groups where that pays (molsam.data.buckets: why each rule). Measured (bbbp store,
+recipes/bbbp.yaml's model: hidden 64 x 3 layers, 4 heads, dropout 0.1, GraphSAM, fp32, one
+thread; process CPU time, 32 steps per configuration interleaved batch by batch, same batches;
+ratio = eager time / padded time, spread = min-max over 4 runs of 8 steps):
+
+    python benchmarks/padding_cost.py --store STORE --batch-sizes 32 128 --steps 32 \
+        --clock process [--sort-by-size on]
+
+    batch  sorted  CPU rules               CUDA set on the CPU      attention pairs (CPU rules)
+    32     no      1.16x (1.12-1.22)       0.89x (0.86-0.93)        0.44x eager's
+    128    no      1.42x (1.36-1.49)       0.85x (0.80-0.91)        0.28x eager's
+
+The CPU rules in one attention group (before the grouping) measured 1.00x (0.96-1.02) at batch
+32 and 1.01x at 128: padding buys nothing on the CPU; the gain is the grouped attention,
+which only a padded batch has (its layout is chosen on the host from the molecule sizes).
+
+`train.static_shapes: auto` nonetheless stays eager on the CPU (use_static_shapes): the padded
+step draws dropout masks over other shapes and sums in another order, so a CPU run's numbers
+would change from one molsam version to the next, and resumable benchmark grids already half
+run eagerly (docs/RESULTS.md) would mix two kinds of step. `true` takes the faster step.
 """
 
 from __future__ import annotations
@@ -54,8 +74,12 @@ WARMUP_STEPS = 2
 
 
 def use_static_shapes(setting: str | bool, device: torch.device) -> bool:
-    """`train.static_shapes`: true/false, or "auto" (padded and captured on CUDA only; on the
-    CPU padding buys nothing, there are no launches to save)."""
+    """`train.static_shapes`: true/false, or "auto" (padded and captured on CUDA only).
+
+    On the CPU the padded step is faster (1.16x at batch 32, 1.42x at 128 on BBBP; module
+    docstring) but gives other numbers than the eager step (dropout masks over other shapes,
+    another summation order), so "auto" keeps the CPU's eager step: a recipe's results do not
+    change under a user, nor inside a benchmark grid resumed cell by cell. `true` opts in."""
     if setting == "auto":
         return device.type == "cuda"
     return bool(setting)
@@ -104,7 +128,7 @@ class StaticSteps:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.task, self.source, self.targets = task, source, targets
         self.num_classes = num_classes
-        self.buckets = Buckets.for_batch_size(batch_size)
+        self.buckets = Buckets.for_device(batch_size, source.device)
         self.autocast_dtype = autocast_dtype
         self.capture = capture and source.device.type == "cuda"
         self.can_capture_now = can_capture_now

@@ -12,6 +12,7 @@ import torch
 from molsam.config import recipe_from_dict
 from molsam.data.buckets import (
     Buckets,
+    attention_groups,
     bucket_length,
     gather_padded,
     size_sorted_order,
@@ -40,6 +41,26 @@ def store():
                                   task="classification", rwse_steps=4, workers=1)
 
 
+# Large molecules beside small ones: the CPU rules split such a batch's attention in two groups.
+BIG = ["CC(C)Cc1ccc(cc1)C(C)C(=O)OCCOCCOCCOc1ccc2ccccc2c1",  # 34 heavy atoms
+       "O=C(Nc1ccc(cc1)S(=O)(=O)Nc1ncccn1)c1ccc(cc1)N1CCOCC1",  # 31
+       "CCN(CC)CCOC(=O)c1ccc(N)cc1"]  # 17
+
+
+@pytest.fixture(scope="module")
+def mixed_store():
+    pytest.importorskip("rdkit")
+    from molsam.data.store import GraphStore
+
+    smiles = BIG + SMILES[:9]
+    labels = (np.arange(len(smiles)) % 2).astype(np.float32)[:, None]
+    return GraphStore.from_smiles(smiles, labels, target_names=["a"], task="classification",
+                                  rwse_steps=4, workers=1)
+
+
+RULES = {"cuda": Buckets.for_batch_size, "cpu": Buckets.for_cpu}
+
+
 def loss_and_grads(model, batch, targets, task="classification", num_classes=None):
     model.zero_grad(set_to_none=True)
     loss = masked_loss(model(batch).float(), targets, task, num_classes)
@@ -47,16 +68,17 @@ def loss_and_grads(model, batch, targets, task="classification", num_classes=Non
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+@pytest.mark.parametrize("rules", ["cuda", "cpu"])
 @pytest.mark.parametrize("pooling", ["mean", "sum", "attention"])
 @pytest.mark.parametrize("size", [8, 5])  # a full batch and a partial (last) one
-def test_padded_batch_gives_the_unpadded_loss_and_gradients(store, pooling, size):
+def test_padded_batch_gives_the_unpadded_loss_and_gradients(store, pooling, size, rules):
     torch.manual_seed(0)
     model = GPSModel(2, hidden=16, layers=2, heads=2, dropout=0.0, pe_steps=4, pooling=pooling)
     source = store.batch_source("cpu")
     targets = source.y
     index = np.array([3, 17, 0, 24, 9, 11, 25, 6])[:size]
     on_device = torch.from_numpy(index)
-    buckets = Buckets.for_batch_size(8)
+    buckets = RULES[rules](8)
     padded, padded_targets, shape = gather_padded(source, buckets, index, on_device, targets)
     plain = source.gather(index)
     assert padded.num_graphs == shape.graphs > plain.num_graphs
@@ -98,6 +120,48 @@ def test_padded_loss_of_other_tasks(store, task):
         torch.testing.assert_close(padded_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+@pytest.mark.parametrize("size", [12, 7])
+def test_grouped_attention_gives_the_unpadded_loss_and_gradients(mixed_store, pooling, size):
+    """The CPU rules put the large molecules' attention in a group of its own (two SDPA calls
+    on [B_g, L_g] layouts): same loss, gradients and outputs as the unpadded batch."""
+    torch.manual_seed(0)
+    model = GPSModel(1, hidden=16, layers=2, heads=2, dropout=0.0, pe_steps=4, pooling=pooling)
+    source = mixed_store.batch_source("cpu")
+    index = np.array([3, 0, 4, 5, 1, 6, 7, 8, 9, 2, 10, 11])[:size]  # large ones scattered
+    on_device = torch.from_numpy(index)
+    padded, padded_targets, shape = gather_padded(source, Buckets.for_cpu(16), index, on_device,
+                                                  source.y)
+    assert padded.attn_groups is not None and len(padded.attn_groups) == 2
+    (big, long_length), (small, short_length) = padded.attn_groups
+    # The large molecules (> 16 atoms) at L 48, the small ones and the padding graph at L 16.
+    assert big == np.isin(index, [0, 1, 2]).sum() and big + small == shape.graphs
+    assert (long_length, short_length) == (48, 16)
+    plain = source.gather(index)
+    loss, grads = loss_and_grads(model, plain, source.y[on_device])
+    padded_loss, padded_grads = loss_and_grads(model, padded, padded_targets)
+    torch.testing.assert_close(padded_loss, loss, atol=1e-6, rtol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(padded_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded)[:size], model(plain), atol=1e-6, rtol=1e-5)
+
+
+def test_attention_groups_rules():
+    counts = np.array([5, 40, 9, 3, 33, 12, 7, 2])
+    offset, groups = attention_groups(counts, 48, 16)
+    assert groups == ((2, 48), (6, 16))  # 2 x 48^2 + 6 x 16^2 < 8 x 48^2
+    lengths = np.where(np.isin(np.arange(8), [1, 4]), 48, 16)
+    ends = offset + lengths
+    assert ends.max() == 2 * 48 + 6 * 16  # the buffer is exactly the groups' slots
+    spans = sorted(zip(offset.tolist(), ends.tolist()))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))  # disjoint
+    assert np.all(counts <= lengths)  # every molecule fits its slots
+    # A batch of similar sizes keeps one group (two would not pay for the second call).
+    offset, groups = attention_groups(np.array([20, 18, 25, 22]), 32, 16)
+    assert groups == ((4, 32),) and offset.tolist() == [0, 32, 64, 96]
+
+
 def test_padding_layout_is_inert_and_spread(store):
     source = store.batch_source("cpu")
     buckets = Buckets.for_batch_size(8)
@@ -131,6 +195,20 @@ def test_bucket_rules():
     # The worst case still fits: fewest padding atoms per graph slot (ceil <= smallest L).
     tight = buckets.shape(np.full(128, 4), np.full(128, 3))
     assert -(-(tight.atoms - 512) // (tight.graphs - 128)) <= 32
+    assert Buckets.for_device(128, "cuda") == buckets  # the CUDA set as the issue specifies
+
+
+def test_cpu_bucket_rules():
+    buckets = Buckets.for_device(32, "cpu")
+    assert buckets == Buckets.for_cpu(32) and buckets.pad_graphs == 1
+    shape = buckets.shape(np.array([25] * 31 + [47]), np.array([27] * 32))
+    # One padding graph with 1-8 atoms, bonds to a multiple of 8, L to a multiple of 16.
+    assert (shape.graphs, shape.atoms, shape.edges, shape.length) == (33, 824, 2 * 864, 48)
+    assert bucket_length(33, 16) == 48 and bucket_length(48, 16) == 48
+    partial = buckets.shape(np.array([3, 4]), np.array([2, 3]))
+    assert partial.graphs == 33 and -(-(partial.atoms - 7) // 31) <= partial.length == 16
+    with pytest.raises(ValueError, match="padding atoms may not fit"):
+        Buckets(32, atom_multiple=64, bond_multiple=8, pad_graphs=1, length_multiple=16)
 
 
 def test_size_sorted_order_is_a_permutation_of_size_sorted_batches():
