@@ -47,7 +47,6 @@ def featurize(
     from molsam.cli.main import fail
     from molsam.cli.progress import progress_callback
     from molsam.data.pipeline import DataSpec, load_store, split_store
-    from molsam.data.split_stats import split_statistics, write_splits_json
     from molsam.data.targets import targets_line
 
     console = Console(stderr=True)
@@ -61,6 +60,9 @@ def featurize(
                 spec, workers=workers, use_cache=not no_cache, strict=strict, on_progress=update
             )
         seconds = time.perf_counter() - start
+        # Imported only now: it imports torch, which load_store loads while its workers run
+        from molsam.data.split_stats import split_statistics, write_splits_json
+
         method_sizes = parse_sizes(sizes)
         indices = split_store(
             store, split, method_sizes, seed, column=split_column, split_file=split_file

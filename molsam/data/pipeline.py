@@ -12,14 +12,17 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from molsam.chem.spec import DEFAULT_RWSE_STEPS, featurizer_spec
 from molsam.data.datasets import cache_dir, dataset_info, dataset_path, is_dataset_name
-from molsam.data.store import GraphStore
 from molsam.data.formats import READER_VERSION, position_unit
 from molsam.data.table import check_binary_labels, iter_table, read_table
 from molsam.data.splits import SplitIndices, make_split
 from molsam.errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # molsam.data.store imports torch: see _store_class
+    from molsam.data.store import GraphStore
 
 TASKS = ("classification", "regression", "multiclass")
 
@@ -60,6 +63,15 @@ class DataSpec:
 
 def _list(values: Sequence[str] | None) -> list[str] | None:
     return None if values is None else list(values)
+
+
+def _store_class() -> type[GraphStore]:
+    """GraphStore, imported on first use. Its module imports torch, which takes seconds: a
+    featurizing load_store imports it while the workers run (featurize_many's `meanwhile`), not
+    before they start, and the workers are forked before torch is loaded."""
+    from molsam.data.store import GraphStore
+
+    return GraphStore
 
 
 def file_sha256(path: Path) -> str:
@@ -109,7 +121,7 @@ def load_store(
     cached = cache_dir() / "stores" / f"{path.stem}-{key}.pt"
     if use_cache and cached.is_file():
         try:
-            store = GraphStore.load(cached)
+            store = _store_class().load(cached)
         except InputError:
             store = None  # an unreadable cache entry is rebuilt, never trusted
         if store is not None:
@@ -128,12 +140,14 @@ def load_store(
         if on_progress:
             on_progress(done, total)
 
-    store = GraphStore.from_table(
-        table,
-        task=table.task,
-        rwse_steps=rwse_steps,
-        workers=workers,
-        on_progress=progress,
+    from molsam.chem.parallel import featurize_many  # RDKit: only when featurizing
+
+    arrays = featurize_many(
+        table.smiles, rwse_steps, workers=workers, on_progress=progress, scaffolds=True,
+        meanwhile=_store_class,
+    )
+    store = _store_class().from_table_arrays(
+        table, arrays, task=table.task, rwse_steps=rwse_steps
     )
     store.source_hash = source_hash
     _check(store, path, strict)

@@ -182,7 +182,26 @@ class GraphStore:
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> "GraphStore":
-        store = cls.from_smiles(
+        """Featurize a table's SMILES (in parallel, scaffolds included) into a store."""
+        from molsam.chem.parallel import featurize_many  # RDKit: only when featurizing
+
+        arrays = featurize_many(
+            table.smiles, rwse_steps, workers=workers, on_progress=on_progress, scaffolds=True
+        )
+        return cls.from_table_arrays(table, arrays, task=task, rwse_steps=rwse_steps)
+
+    @classmethod
+    def from_table_arrays(
+        cls,
+        table: MolTable,
+        arrays: FeaturizedArrays,
+        *,
+        task: str | None = None,
+        rwse_steps: int = 16,
+    ) -> "GraphStore":
+        """A store of a table whose SMILES `featurize_many(..., scaffolds=True)` featurized."""
+        store = cls.from_arrays(
+            arrays,
             table.smiles,
             table.targets,
             target_names=table.target_names,
@@ -190,8 +209,6 @@ class GraphStore:
             lines=table.lines,
             task=task,
             rwse_steps=rwse_steps,
-            workers=workers,
-            on_progress=on_progress,
         )
         store.source = str(table.source)
         store.classes = table.classes
@@ -358,26 +375,38 @@ def distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Rows are grouped by a 64-bit hash of their bytes (one integer sort, ~4x faster than
     np.unique over rows); the result is checked exactly and, should two distinct rows ever share
-    a hash, recomputed with np.unique over the raw bytes.
+    a hash, recomputed with np.unique over the raw bytes. Table rows come in order of their hash,
+    each the row's first occurrence (np.unique's order, computed without its stable sort: the
+    first occurrence of a hash is the smallest position among its equals, whatever the sort).
     """
     values = np.ascontiguousarray(values)
     if len(values) == 0:
         return values, np.zeros(0, dtype=np.int32)
     raw = values.view(np.uint8).reshape(len(values), -1)
-    words = np.zeros((len(values), -(-raw.shape[1] // 8) * 8), dtype=np.uint8)
+    digest = _row_digest(raw)
+    order = np.argsort(digest)
+    ordered = digest[order]
+    new_group = np.empty(len(order), dtype=bool)
+    new_group[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new_group[1:])
+    first = np.minimum.reduceat(order, np.flatnonzero(new_group))
+    index = np.empty(len(order), dtype=np.int64)
+    index[order] = np.cumsum(new_group) - 1
+    # rows as single byte strings: gathering those copies each row at once
+    rows = raw.view(np.dtype((np.void, raw.shape[1]))).ravel()
+    if not np.array_equal(rows[first[index]].view(np.uint8), raw.ravel()):
+        _, first, index = np.unique(rows, return_index=True, return_inverse=True)
+    return values[first], index.astype(np.int32).ravel()
+
+
+def _row_digest(raw: np.ndarray) -> np.ndarray:
+    """uint64 [N]: a multiply-xor hash of each row of bytes [N, B], word by word."""
+    words = np.zeros((len(raw), -(-raw.shape[1] // 8) * 8), dtype=np.uint8)
     words[:, : raw.shape[1]] = raw
     words = words.view(np.uint64)
-    digest = np.zeros(len(values), dtype=np.uint64)
+    digest = np.zeros(len(raw), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for column in range(words.shape[1]):  # a multiply-xor hash, word by word
+        for column in range(words.shape[1]):
             digest = (digest ^ words[:, column]) * np.uint64(0x9E3779B97F4A7C15)
             digest ^= digest >> np.uint64(29)
-    _, first, index = np.unique(digest, return_index=True, return_inverse=True)
-    table = values[first]
-    if not np.array_equal(table[index].view(np.uint8), values.view(np.uint8)):
-        _, first, index = np.unique(
-            raw.view(np.dtype((np.void, raw.shape[1]))).ravel(),
-            return_index=True, return_inverse=True,
-        )
-        table = values[first]
-    return table, index.astype(np.int32).ravel()
+    return digest

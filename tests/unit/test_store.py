@@ -121,3 +121,35 @@ def test_builtin_dataset_is_offline():
     store = load_store(DataSpec("chembl2321810"), workers=2)
     assert len(store) == 1017 and store.task == "regression"
     assert store.ids[0].startswith("CHEMBL")
+
+
+def _reference_distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The previous implementation's output (np.unique's stable sort on the row hashes): the
+    store file's RWSE table and index must stay byte for byte what they were."""
+    from molsam.data.store import _row_digest
+
+    raw = np.ascontiguousarray(values).view(np.uint8).reshape(len(values), -1)
+    _, first, index = np.unique(_row_digest(raw), return_index=True, return_inverse=True)
+    return values[first], index.astype(np.int32)
+
+
+def test_distinct_rows_rebuild_every_row_bit_for_bit(monkeypatch):
+    from molsam.data import store as store_module
+
+    rng = np.random.default_rng(0)
+    pool = rng.random((50, 16)).astype(np.float16)
+    pool[1] = -pool[0]  # differ in sign bits only
+    pool[2] = 0.0
+    pool[3] = -0.0  # equal to 0.0 as floats, not as bits: must stay a row of its own
+    values = pool[rng.integers(0, len(pool), 5000)]
+    table, index = store_module.distinct_rows(values)
+    reference = _reference_distinct_rows(values)
+    assert np.array_equal(table.view(np.uint16), reference[0].view(np.uint16))
+    assert index.dtype == np.int32 and np.array_equal(index, reference[1])
+    assert np.array_equal(table[index].view(np.uint16), values.view(np.uint16))
+    assert len(np.unique(table.view(np.uint16), axis=0)) == len(table)
+    # Should every hash collide, the exact check catches it and the rows still come back.
+    monkeypatch.setattr(store_module, "_row_digest", lambda raw: np.zeros(len(raw), np.uint64))
+    table, index = store_module.distinct_rows(values)
+    assert np.array_equal(table[index].view(np.uint16), values.view(np.uint16))
+    assert len(table) == len(np.unique(values.view(np.uint16), axis=0))
