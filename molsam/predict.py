@@ -426,7 +426,7 @@ def predict_csv(
     from molsam.chem.parallel import default_workers, start_pool
 
     start = time.perf_counter()
-    header, rows = iter_table(input_path)
+    header, rows = iter_table(input_path, workers=workers)  # SD records: parsed by workers
     at = smiles_column_index(header, ensemble, smiles_column)
     columns = output_columns(header, ensemble)
     kept = kept_input_columns(header)

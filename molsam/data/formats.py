@@ -7,13 +7,14 @@ invalid-row reports and row-preserving prediction work the same for every format
 
 - CSV/TSV (.csv, .tsv, .tab, anything else; .gz too): molsam.data.table.iter_table (which
   hands every other format to `read_rows`, so its callers read all formats).
-- SD files (.sdf, .sd, .mol2-free; .sdf.gz too), read with RDKit's ForwardSDMolSupplier (streams,
-  accepts gzip handles). Columns: `smiles` (RDKit's canonical SMILES of the record's structure),
-  `name` (the title line), then every SD property (data item) in order of first appearance, as
-  text. A property named exactly `smiles` or `name` becomes `<name> (SD)`. A record RDKit cannot
-  read (a malformed block, or one that fails sanitization) is a row with an empty SMILES whose
-  reason, RDKit's own message, is kept in `header.problems[record]`: it becomes an invalid row
-  with its record number, never a shifted row.
+- SD files (.sdf, .sd, .mol2-free; .sdf.gz too), read with RDKit's ForwardSDMolSupplier, each
+  record on its own, in worker processes (molsam.data.sd_records; streams, gzip too). Columns:
+  `smiles` (RDKit's canonical SMILES of the record's structure), `name` (the title line), then
+  every SD property (data item) in order of first appearance, as text. A property named exactly
+  `smiles` or `name` becomes `<name> (SD)`. A record RDKit cannot read (a malformed block, or
+  one that fails sanitization) is a row with an empty SMILES whose reason, RDKit's own message,
+  is kept in `header.problems[record]`: it becomes an invalid row with its record number, never
+  a shifted row.
 - SMILES files (.smi, .smiles; .gz too): one molecule a line, `SMILES<whitespace>name` (the name
   may contain spaces). A first line whose first word is `smiles` (any case) is a header: its
   words name the columns and each line is split into that many fields, the last taking the rest
@@ -32,7 +33,8 @@ from molsam.data.table import TableHeader, iter_table
 from molsam.errors import InputError
 
 #: Part of the featurization cache key: bump when a reader turns the same file into other rows.
-READER_VERSION = 1
+#: 2: SD records parsed one by one (a record that overruns its `$$$$` no longer hides the next).
+READER_VERSION = 2
 SD_SUFFIXES = (".sdf", ".sd")
 SMI_SUFFIXES = (".smi", ".smiles")
 SD_SMILES_COLUMN = "smiles"
@@ -56,10 +58,12 @@ def position_unit(path: str | Path) -> str:
     return "record" if file_format(path) == "sdf" else "line"
 
 
-def read_rows(path: str | Path) -> tuple[TableHeader, Rows]:
+def read_rows(path: str | Path, workers: int | None = 1) -> tuple[TableHeader, Rows]:
     """Open any supported file; return its header and an iterator of (position, cells).
 
-    Streams: only the current row (or SD record) is held in memory.
+    Streams: only the current row (or a few batches of SD records) is held in memory.
+    `workers`: processes that parse SD records (None: all cores); 1 parses them here, as a
+    caller that is itself one of many workers (Ray Data's readers) wants.
 
     Raises:
         InputError naming the file (and line or record): missing file, a folder, empty file,
@@ -72,7 +76,7 @@ def read_rows(path: str | Path) -> tuple[TableHeader, Rows]:
         raise InputError(f"{path}: is a folder, expected a CSV, TSV, SD or SMILES file")
     kind = file_format(path)
     if kind == "sdf":
-        return _read_sd(path)
+        return _read_sd(path, workers)
     if kind == "smi":
         return _read_smi(path)
     return iter_table(path)
@@ -87,10 +91,12 @@ def _open_binary(path: Path) -> BinaryIO:
 _PROPERTY = re.compile(rb"^>.*?<([^>]*)>")
 
 
-def _sd_property_names(path: Path) -> list[str]:
+def _sd_scan(path: Path) -> tuple[list[str], int]:
     """Names of every SD property in the file, in order of first appearance (one text pass, so
-    the header is known before the first row is written, as streaming predict needs)."""
+    the header is known before the first row is written, as streaming predict needs), and the
+    number of `$$$$` separators (records)."""
     names: dict[str, None] = {}
+    records = 0
     try:
         with _open_binary(path) as handle:
             for line in handle:
@@ -98,59 +104,35 @@ def _sd_property_names(path: Path) -> list[str]:
                     found = _PROPERTY.match(line)
                     if found:
                         names.setdefault(found.group(1).decode("utf-8", "replace").strip(), None)
+                elif line.startswith(b"$$$$"):
+                    records += 1
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{path}: cannot read SD file ({exc})") from None
-    return [n for n in names if n]
+    return [n for n in names if n], records
 
 
-def _rdkit_reason(messages: str) -> str:
-    """RDKit's log lines for one record as one line: timestamps, 'ERROR:' and its 'moving to the
-    next molecule' notice dropped, repeats removed."""
-    seen: dict[str, None] = {}
-    for line in messages.splitlines():
-        text = re.sub(r"^\[[0-9:]+\]\s*", "", line.strip())
-        text = text.removeprefix("ERROR: ").strip()
-        if text and not text.startswith("moving to the beginning of the next molecule"):
-            seen.setdefault(text, None)
-    return "; ".join(seen) or "RDKit could not read this record"
+def _read_sd(path: Path, workers: int | None) -> tuple[TableHeader, Rows]:
+    from molsam.chem.parallel import default_workers
+    from molsam.data.sd_records import BATCH_RECORDS, parsed_records, split_records
 
-
-def _read_sd(path: Path) -> tuple[TableHeader, Rows]:
-    from rdkit import Chem, rdBase  # RDKit only where a reader needs it
-
-    properties = _sd_property_names(path)
+    properties, records = _sd_scan(path)
     derived = (SD_SMILES_COLUMN, SD_NAME_COLUMN)
     shown = [f"{p} (SD)" if p in derived else p for p in properties]
     header = TableHeader(path, ",", (*derived, *shown), unit="record")
     at = {p: 2 + i for i, p in enumerate(properties)}
     width = len(header.columns)
+    # Records are parsed in worker processes (molsam.data.sd_records); a pool is not worth
+    # starting for a file of one batch.
+    workers = (default_workers() if workers is None else workers) if records > BATCH_RECORDS else 1
 
     def rows() -> Rows:
         handle = _open_binary(path)
         try:
-            supplier = Chem.ForwardSDMolSupplier(handle, sanitize=True, removeHs=True)
-            record = 0
-            while True:
-                # Scoped capture: RDKit's message for a bad record becomes its invalid-row reason
-                # instead of a log line on stderr (never silenced process-wide).
-                with rdBase.CaptureErrorLog() as capture:
-                    try:
-                        mol = next(supplier)
-                    except StopIteration:
-                        break
-                record += 1
-                cells = [""] * width
-                if mol is None:
-                    header.problems[record] = (
-                        f"SD record {record} unreadable: {_rdkit_reason(capture.messages)}"
-                    )
-                    yield record, cells
-                    continue
-                cells[0] = Chem.MolToSmiles(mol)
-                cells[1] = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
-                for name in mol.GetPropNames():
-                    if name in at:
-                        cells[at[name]] = mol.GetProp(name).strip()
+            parsed = parsed_records(split_records(handle), at, width, workers)
+            for record, (cells, reason) in enumerate(parsed, start=1):
+                if cells is None:
+                    header.problems[record] = f"SD record {record} unreadable: {reason}"
+                    cells = [""] * width
                 yield record, cells
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise InputError(f"{path}: cannot read SD file ({exc})") from None

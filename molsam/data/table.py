@@ -93,19 +93,21 @@ def iter_blocks(
         yield block, reasons
 
 
-def iter_table(path: str | Path) -> tuple[TableHeader, Iterator[tuple[int, list[str]]]]:
+def iter_table(
+    path: str | Path, workers: int | None = 1
+) -> tuple[TableHeader, Iterator[tuple[int, list[str]]]]:
     """Open a table; return its header and an iterator of (line number, cells) per data row.
 
     Streams: nothing but the current row is held in memory. Blank lines are skipped. A row with
     more cells than the header is an error naming its line; a short row is padded with empty cells.
     SD and SMILES files go to their readers in molsam.data.formats (same interface; positions
-    are SD record numbers there).
+    are SD record numbers there; `workers` processes parse SD records, None: all cores).
     """
     from molsam.data import formats  # formats builds on this module
 
     path = Path(path)
     if formats.file_format(path) != "csv":
-        return formats.read_rows(path)
+        return formats.read_rows(path, workers)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
@@ -257,7 +259,7 @@ def read_table(
         label, unknown class, empty file, a file with a header but no data rows, targets that
         cannot be told apart.
     """
-    header, rows = iter_table(path)
+    header, rows = iter_table(path, workers=None)  # all of it is read: SD records on all cores
     smiles_at = header.column_index(smiles_column, "SMILES", "--smiles-col")
     id_at = header.column_index(id_column, "ID", "--id-col") if id_column else None
     records = list(rows)
