@@ -12,12 +12,12 @@ epoch's best-so-far validation score (`tune.pruner`, see build_pruner); and a st
 storage, so a second call continues the search and several processes or machines share it.
 
 Storage. The default is a journal file, DIR/study.journal (Optuna's JournalStorage with a
-JournalFileBackend), because `--jobs N` runs N processes on one study: Optuna's RDBStorage notes
-say "We would never recommend SQLite3 for parallel optimization" (its FAQ: SQLite's locking gives
-"database is locked" errors under concurrent writers), while the journal file is the storage
-Optuna documents for several processes without a database server (an append-only log guarded by
-a lock file, which also works on NFS). A study.db that an older molsam left in DIR is still used,
-so such a search continues. `--storage` takes a database URL (postgresql://, mysql://, or
+JournalFileBackend), because `--jobs N` runs N processes on one study: the RDBStorage docstring
+says "We would never recommend SQLite3 for parallel optimization", while Optuna's tutorial
+("Easy Parallelization") names JournalStorage or RDBStorage for several processes on one
+machine; the journal needs no database server (an append-only log guarded by a lock file, which
+Optuna also documents for NFS). A study.db that an older molsam left in DIR is still used, so
+such a search continues. `--storage` takes a database URL (postgresql://, mysql://, or
 sqlite:/// for one process) for machines that share a server, or a journal file path.
 
 Optuna is an optional extra (`pip install molsam[tune]`) and is imported only in this module

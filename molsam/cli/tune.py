@@ -31,7 +31,8 @@ def tune(
     ),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder [default: runs/tune-NAME]."),
     study_name: str = typer.Option("molsam", "--study-name", help="Study inside the storage."),
-    seed: int = typer.Option(0, "--seed", help="TPE sampler seed (one per parallel worker)."),
+    seed: int = typer.Option(
+        0, "--seed", help="TPE sampler seed (--jobs workers derive theirs; one per machine)."),
     prune: bool = typer.Option(True, "--prune/--no-prune",
                                help="Pruning per epoch (tune.pruner; default median)."),
     overrides: list[str] = typer.Option(
