@@ -22,9 +22,12 @@ molecule no longer makes the whole batch pay L_max^2). Why each:
   one below it (L 47: 5.9 ms, 48: 3.6 ms; 63: 8.7 ms, 64: 5.2 ms; 127: 19.6 ms, 128: 13.5 ms),
   though slower just past one (33: 2.7 ms, 48: 3.6 ms); on real BBBP batches of 32 that nets
   1.02x the eager attention, the extra padding graph's row included.
-- two groups: on BBBP (unsorted batches) they need 0.44x (batch 32) and 0.28x (batch 128) the
-  eager batch's attention pairs G x L^2, against 1.31x and 1.22x in one group; with
-  `train.sort_by_size` 1.18x and 0.80x (1.53x and 1.40x in one group).
+- two groups: over a BBBP epoch of unsorted batches they were taken in 62 of 63 batches of 32
+  and 15 of 15 of 128 and need 0.42x and 0.29x the eager batches' attention pairs G x L^2
+  (against 1.31x and 1.22x in one group). With `train.sort_by_size` a batch's molecules are of
+  similar size, two groups rarely pay (5 of 63, 1 of 15 batches), and rounding L up to 16 on
+  such tight batches plus the padding graph's row cost 1.45x (batch 32) and 1.64x (128) the
+  pairs: the padded step is then slightly slower than eager (molsam/train/static.py).
 - the coarse CUDA set on the CPU: 1.38x attention slots and 1.62x pairs at batch 32, 0.84-0.89x
   the eager step's speed.
 Benchmarks and figures: molsam/train/static.py's docstring. On CUDA a grouped layout would

@@ -35,13 +35,17 @@ ratio = eager time / padded time, spread = min-max over 4 runs of 8 steps):
     python benchmarks/padding_cost.py --store STORE --batch-sizes 32 128 --steps 32 \
         --clock process [--sort-by-size on]
 
-    batch  sorted  CPU rules               CUDA set on the CPU      attention pairs (CPU rules)
-    32     no      1.16x (1.12-1.22)       0.89x (0.86-0.93)        0.44x eager's
-    128    no      1.42x (1.36-1.49)       0.85x (0.80-0.91)        0.28x eager's
+    batch  sort_by_size  CPU rules           CUDA set on the CPU   attention pairs (CPU rules)
+    32     off           1.16x (1.12-1.22)   0.89x (0.86-0.93)     0.42x eager's
+    128    off           1.42x (1.36-1.49)   0.85x (0.80-0.91)     0.29x eager's
+    32     on            0.94x (0.90-0.99)   0.91x (0.88-0.93)     1.45x eager's
+    128    on            0.98x (0.92-1.02)   0.87x (0.81-0.94)     1.64x eager's
 
 The CPU rules in one attention group (before the grouping) measured 1.00x (0.96-1.02) at batch
-32 and 1.01x at 128: padding buys nothing on the CPU; the gain is the grouped attention,
-which only a padded batch has (its layout is chosen on the host from the molecule sizes).
+32 and 1.01x at 128 (unsorted): padding buys nothing on the CPU; the gain is the grouped
+attention, which only a padded batch has (its layout is chosen on the host from the molecule
+sizes). Size-sorted batches leave it nothing to gain, and there the padded step is 2-6% slower
+than eager (L rounded up to 16 on tight batches, the padding graph's row; molsam.data.buckets).
 
 `train.static_shapes: auto` nonetheless stays eager on the CPU (use_static_shapes): the padded
 step draws dropout masks over other shapes and sums in another order, so a CPU run's numbers
@@ -76,8 +80,8 @@ WARMUP_STEPS = 2
 def use_static_shapes(setting: str | bool, device: torch.device) -> bool:
     """`train.static_shapes`: true/false, or "auto" (padded and captured on CUDA only).
 
-    On the CPU the padded step is faster (1.16x at batch 32, 1.42x at 128 on BBBP; module
-    docstring) but gives other numbers than the eager step (dropout masks over other shapes,
+    On the CPU the padded step is faster on shuffled batches (1.16x at batch 32, 1.42x at 128
+    on BBBP; with train.sort_by_size 0.94-0.98x; module docstring) but gives other numbers than the eager step (dropout masks over other shapes,
     another summation order), so "auto" keeps the CPU's eager step: a recipe's results do not
     change under a user, nor inside a benchmark grid resumed cell by cell. `true` opts in."""
     if setting == "auto":
