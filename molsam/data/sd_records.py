@@ -7,12 +7,11 @@ separates them), sends batches of records to a pool, and yields the parsed rows 
 with at most a few batches per worker in flight (a streaming reader of a large file holds only
 those).
 
-Each record is parsed on its own, with one ForwardSDMolSupplier per record: the rows, SMILES and
-RDKit's messages (their line numbers shifted to count from the top of the file) are those of one
-supplier over the whole file, except after a record whose mol block runs past its own `$$$$`
-line (an atom count larger than its atom lines): one supplier then also skips the record after
-it, and every later record number is one off; here that next record is read and numbered as it
-is in the file.
+Each record is read as if on its own (`parse_records`): the rows, SMILES and RDKit's messages
+(their line numbers shifted to count from the top of the file) are those of one supplier over
+the whole file, except after a record whose mol block runs past its own `$$$$` line (an atom
+count larger than its atom lines): one supplier then also skips the record after it, and every
+later record number is one off; here that next record is read and numbered as it is in the file.
 """
 
 from __future__ import annotations
@@ -52,17 +51,38 @@ def parse_records(job: tuple[Sequence[tuple[int, bytes]], dict[str, int], int]) 
     """Worker: parse each record (sanitized, explicit hydrogens removed) into its cells:
     canonical SMILES, the title line, then the SD properties at the columns `at` gives (of
     `width`); an unreadable record gets RDKit's reason instead, its line numbers counted from
-    the top of the file (`split_records` says how many lines precede the record)."""
+    the top of the file (`split_records` says how many lines precede each record).
+
+    One supplier reads the whole batch (a supplier per record costs ~25% more: its set-up on
+    the first read); should it return fewer results than records, a record ran past its `$$$$`
+    and took the next one with it, and the batch is read again one supplier per record.
+    """
+    records, at, width = job
+    parsed = _parse_together(records, at, width)
+    if len(parsed) != len(records):
+        parsed = [
+            (_parse_together([record], at, width) or [(None, rdkit_reason(""))])[0]
+            for record in records
+        ]
+    return parsed
+
+
+def _parse_together(records: Sequence[tuple[int, bytes]], at: dict[str, int], width: int) -> list:
+    """What one ForwardSDMolSupplier over the records' text yields, as Parsed items."""
     from rdkit import Chem, rdBase  # RDKit only where records are parsed
 
-    records, at, width = job
+    before = records[0][0]
+    text = b"".join(record for _, record in records)
+    supplier = Chem.ForwardSDMolSupplier(io.BytesIO(text), sanitize=True, removeHs=True)
     parsed: list[Parsed] = []
-    for before, text in records:
+    while True:
         # Scoped capture: RDKit's message for a bad record becomes its invalid-row reason
         # instead of a log line on stderr (never silenced process-wide).
         with rdBase.CaptureErrorLog() as capture:
-            mols = list(Chem.ForwardSDMolSupplier(io.BytesIO(text), sanitize=True, removeHs=True))
-        mol = mols[0] if mols else None
+            try:
+                mol = next(supplier)
+            except StopIteration:
+                break
         if mol is None:
             parsed.append((None, _file_lines(rdkit_reason(capture.messages), before)))
             continue

@@ -77,6 +77,20 @@ def test_a_record_overrunning_its_separator_hides_no_other_record(tmp_path):
     assert set(header.problems) == {2} and "'$$$$' on line 18" in header.problems[2]
 
 
+def test_an_overrunning_record_reads_the_same_wherever_a_batch_ends(tmp_path):
+    good = Chem.MolToMolBlock(Chem.MolFromSmiles("CCO")) + "$$$$\n"
+    cut = "".join(good.splitlines(keepends=True)[:6]) + "$$$$\n"
+    size = sd_records.BATCH_RECORDS
+    for at in (size - 1, size, size + 5):  # last of a batch, first of the next, inside one
+        path = tmp_path / f"cut{at}.sdf"
+        path.write_text(good * at + cut + good * 3)
+        header, rows = iter_table(path)
+        smiles = [cells[0] for _, cells in rows]
+        assert smiles == ["CCO"] * at + [""] + ["CCO"] * 3, at
+        assert set(header.problems) == {at + 1}
+        assert f"on line {11 * at + 7}" in header.problems[at + 1]
+
+
 def test_split_records_counts_the_lines_before_each_record():
     text = b"a\nM  END\n$$$$\nb\n\nM  END\n$$$$\r\n\n  \n"
     records = list(sd_records.split_records(io.BytesIO(text)))
