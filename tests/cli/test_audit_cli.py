@@ -16,7 +16,7 @@ from molsam.cli.main import app
 from molsam.train.checkpoint import load_checkpoint
 from molsam.train.run import train_recipe
 from tests.conftest import write_csv
-from tests.integration.test_train import _fixture_csv, _recipe, _weights
+from tests.integration.test_train import _fixture_csv, _recipe, _weights, train_until_interrupted
 from tests.unit.test_predict import SMILES, labels, make_run, reference
 
 runner = CliRunner()
@@ -62,12 +62,7 @@ def test_train_resume_from_the_cli(tmp_path):
     recipe = _recipe(data, optim={"name": "adam"}, train={"epochs": 3})
     train_recipe(recipe, tmp_path / "full")
 
-    def stop(info: dict) -> None:
-        if info.get("done_epoch") and info["epoch"] == 0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_recipe(recipe, tmp_path / "cut", on_progress=stop)
+    train_until_interrupted(recipe, tmp_path / "cut", after_epoch=0)
     refused = runner.invoke(app, ["train", "--resume", str(tmp_path / "cut"),
                                   "--set", "train.epochs=5"])
     assert refused.exit_code == 2 and "--set cannot change a run that is resumed" in refused.output

@@ -59,6 +59,18 @@ def test_tiny_fixture_overfits(tmp_path, optimizer):
     assert losses[-1] < 0.15 * losses[0], losses  # standardized MSE starts near 1
 
 
+
+def train_until_interrupted(recipe, out: Path, after_epoch: int) -> None:
+    """Train `recipe` into `out` and stop it with a KeyboardInterrupt (Ctrl-C) once epoch
+    `after_epoch` (0-based) has finished and been checkpointed."""
+
+    def interrupt(info: dict) -> None:
+        if info.get("done_epoch") and info["epoch"] == after_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_recipe(recipe, out, on_progress=interrupt)
+
 def _weights(path: Path) -> dict:
     return load_checkpoint(path)["model_state"]
 
@@ -89,12 +101,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, optimizer):
     recipe = _recipe(data, optim={"name": optimizer}, train={"epochs": 4})
     train_recipe(recipe, tmp_path / "full")
 
-    def interrupt_after_second_epoch(info: dict) -> None:
-        if info.get("done_epoch") and info["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_recipe(recipe, tmp_path / "cut", on_progress=interrupt_after_second_epoch)
+    train_until_interrupted(recipe, tmp_path / "cut", after_epoch=1)
     assert load_checkpoint(tmp_path / "cut/seed_0/last.pt")["epoch"] == 1
     with pytest.raises(ConfigError, match="already holds a run; resume it with --resume"):
         train_recipe(recipe, tmp_path / "cut")
