@@ -91,7 +91,9 @@ def test_a_dead_worker_is_reported_and_its_trial_failed(tmp_path):
 
 def test_sigterm_to_the_parent_stops_the_workers_cleanly(tmp_path, monkeypatch):
     monkeypatch.setattr(tune_jobs, "INTERRUPT_GRACE_S", 0.5)  # no Ctrl-C reaches the workers here
-    recipe = _recipe(tmp_path, epochs=4)
+    # Trials long enough that the ones running at the first epoch's SIGTERM cannot finish within
+    # the grace (with 4 epochs, an idle machine sometimes completed all 6 first).
+    recipe = _recipe(tmp_path, epochs=16)
     out = tmp_path / "tune"
 
     def terminate_self(info: dict) -> None:
