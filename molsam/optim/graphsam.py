@@ -21,9 +21,19 @@ the start of every K-th epoch, so an epoch of n batches costs n + 1 passes (SAM:
 A parameter without a gradient in the anchor pass loses its estimate (docs/GRAPHSAM.md: such
 parameters are left out of norms and perturbation), instead of keeping a stale direction.
 
+Direction (`direction="opposite"`, not the paper's): ε_t = −ρ · e_t / ‖e_t‖₂, against the
+estimate instead of along it, as Momentum-SAM perturbs against the momentum (Becker, Altrichter,
+Schwenninger, "Momentum-SAM: Sharpness Aware Minimization without Computational Overhead",
+arXiv 2401.12033). Why it is offered: measured on bbbp with Adam as the base optimizer
+(docs/RESULTS.md, issue 9), the paper's e_t has a *negative* mean cosine with the exact SAM
+direction after the first epoch (−0.02 to −0.23 depending on ρ): the optimizer oscillates across
+the sharp directions, so the current gradient tends to point against the average of the past
+ones. Everything else (estimate, re-anchor, cost) is unchanged.
+
 Diagnostic (`track_sam_cosine=True`, off by default; costs one more pass per step): before the
 perturbed pass, the exact SAM perturbation gradient g_t = ∇L_B(θ_t) is computed as well, and
-cos(e_t, g_t), ‖e_t‖ and ‖g_t‖ are accumulated on the device (the paper's Fig. 3 evidence that
+cos(ε_t, g_t) (the cosine of the perturbation actually applied: −cos(e_t, g_t) with
+`direction="opposite"`), ‖e_t‖ and ‖g_t‖ are accumulated on the device (the paper's Fig. 3 evidence that
 the moving average tracks SAM). That pass runs under a forked RNG, so dropout draws, and with
 them the whole training path, are the same with or without the diagnostic. Anchor steps are
 not counted (there e_t = g_t/‖g_t‖ by construction). `pop_diagnostics()` returns and resets them.
@@ -53,6 +63,8 @@ from molsam.optim._base import (
 )
 
 ANCHORS = ("unit", "raw")
+#: which way ε points from θ: along the estimate (the paper's) or against it (Momentum-SAM's).
+DIRECTIONS = ("estimate", "opposite")
 
 
 class GraphSAM(SharpnessAwareOptimizer):
@@ -66,6 +78,8 @@ class GraphSAM(SharpnessAwareOptimizer):
         beta: moving-average factor β of the estimate, in [0, 1) (`group["beta"]`).
         adaptive: ASAM-style scaling: ε = ρ · T²e / ‖T e‖ with T = |w| + η (biases: 1).
         anchor: "unit" (e ← g/‖g‖, paper-faithful) or "raw" (e ← g, as the reference code).
+        direction: "estimate" (ε = ρ e/‖e‖, the paper's) or "opposite" (ε = −ρ e/‖e‖; see the
+            module docstring).
         track_sam_cosine: also compute the exact SAM direction every step and accumulate its
             cosine with the estimate (diagnostic; one extra pass per step, see module docstring).
         **base_kwargs: passed to `base_optimizer`.
@@ -86,6 +100,7 @@ class GraphSAM(SharpnessAwareOptimizer):
         beta: float = 0.99,
         adaptive: bool = False,
         anchor: str = "unit",
+        direction: str = "estimate",
         track_sam_cosine: bool = False,
         **base_kwargs: Any,
     ) -> None:
@@ -93,9 +108,13 @@ class GraphSAM(SharpnessAwareOptimizer):
         check_unit_interval("beta", beta)
         if anchor not in ANCHORS:
             raise OptimConfigError(f"anchor must be one of {list(ANCHORS)}, got {anchor!r}")
+        if direction not in DIRECTIONS:
+            raise OptimConfigError(
+                f"direction must be one of {list(DIRECTIONS)}, got {direction!r}")
         super().__init__(params, base_optimizer, {"rho": rho, "beta": beta}, base_kwargs)
         self.adaptive = bool(adaptive)
         self.anchor = anchor
+        self.direction = direction
         self.track_sam_cosine = bool(track_sam_cosine)
         # The very first step always anchors: there is no estimate yet.
         self._counters["reanchor_pending"] = True
@@ -144,7 +163,7 @@ class GraphSAM(SharpnessAwareOptimizer):
         self, closure: Closure | None, params: list[list[torch.Tensor]],
         estimates: list[list[torch.Tensor]],
     ) -> None:
-        """One pass at θ (RNG forked) for g = ∇L(θ); accumulate cos(e, g), ‖e‖, ‖g‖ on the device.
+        """One pass at θ (RNG forked) for g = ∇L(θ); accumulate cos(ε, g), ‖e‖, ‖g‖ on the device.
 
         Parameters without a gradient in this pass or without an estimate are left out of all
         three, as they are out of the perturbation.
@@ -166,6 +185,8 @@ class GraphSAM(SharpnessAwareOptimizer):
             dot = torch.stack([torch.sum(e * g) for e, g in zip(es, gs)]).sum()
             e_norm, g_norm = global_norm(es), global_norm(gs)
             cos = dot / (e_norm * g_norm).clamp(min=1e-12)
+            if self.direction == "opposite":
+                cos = -cos
             d = self._diag
             d["cos_sum"] += cos
             torch.minimum(d["cos_min"], cos, out=d["cos_min"])
@@ -208,6 +229,9 @@ class GraphSAM(SharpnessAwareOptimizer):
             self._record_sam_cosine(closure, params, estimates)
         direction = sam_direction(
             params, estimates, self.adaptive, self._asam_weights(params))
+        if self.direction == "opposite":
+            vectors, scale = direction
+            direction = (vectors, -scale)
 
         # 2.-3. ω at θ + ε, restore θ (base step below, after the estimate is updated).
         perturbation = Perturbation(self.param_groups, params, direction)

@@ -299,6 +299,32 @@ def test_graphsam_perturbation_has_radius_rho() -> None:
     assert seen[1:] == pytest.approx([0.3] * 4, rel=1e-5)
 
 
+def test_graphsam_opposite_direction_perturbs_against_the_estimate() -> None:
+    """direction="opposite": the perturbed pass runs at θ − ρ e/‖e‖ instead of θ + ρ e/‖e‖."""
+    steps = {}
+    for direction in ("estimate", "opposite"):
+        model = make_model()
+        theta = params_of(model)[:4]
+        opt = GraphSAM(model.parameters(), rho=0.3, lr=1e-2, direction=direction)
+        seen = []
+
+        def closure(batch=batches(1)[0], model=model, seen=seen):
+            seen.append([p.detach().clone() for p in list(model.parameters())[:4]])
+            return closure_for(model, batch)()
+
+        opt.step(closure)  # the anchor pass at θ (e = g/‖g‖), then the perturbed pass
+        assert all(torch.equal(a, b) for a, b in zip(seen[0], theta))
+        steps[direction] = [a - b for a, b in zip(seen[1], theta)]
+    for along, against in zip(steps["estimate"], steps["opposite"]):
+        torch.testing.assert_close(against, -along)
+    assert float(_norm(steps["opposite"])) == pytest.approx(0.3, rel=1e-5)
+
+
+def test_unknown_graphsam_direction_is_rejected() -> None:
+    with pytest.raises(ValueError, match="direction.*'backwards'"):
+        GraphSAM(make_model().parameters(), direction="backwards")
+
+
 # ------------------------------------------------------------------------------------------
 # closure calls
 
@@ -666,11 +692,17 @@ def test_reanchor_drops_the_estimate_of_parameters_without_gradient() -> None:
     assert all("e" in opt.state[p] for p in (model.w1, model.b1, model.w2, model.b2))
 
 
-def test_sam_cosine_diagnostic_matches_hand_computation_and_changes_nothing() -> None:
+@pytest.mark.parametrize("direction", ["estimate", "opposite"])
+def test_sam_cosine_diagnostic_matches_hand_computation_and_changes_nothing(
+    direction: str,
+) -> None:
+    """cos(ε, g) of the perturbation actually applied: cos(e, g), or −cos(e, g) against e."""
+    sign = 1.0 if direction == "estimate" else -1.0
     data = batches(3)
     traced_model, plain_model = make_model(), make_model()
-    traced = GraphSAM(traced_model.parameters(), rho=0.05, beta=0.9, track_sam_cosine=True)
-    plain = GraphSAM(plain_model.parameters(), rho=0.05, beta=0.9)
+    traced = GraphSAM(traced_model.parameters(), rho=0.05, beta=0.9, direction=direction,
+                      track_sam_cosine=True)
+    plain = GraphSAM(plain_model.parameters(), rho=0.05, beta=0.9, direction=direction)
     expected = []
     for batch in data:
         ps = list(traced_model.parameters())[:4]  # `unused` never has a gradient nor an e
@@ -678,7 +710,8 @@ def test_sam_cosine_diagnostic_matches_hand_computation_and_changes_nothing() ->
             e = [traced.state[p]["e"].clone() for p in ps]
             g, _ = _grad_at(ps, batch)
             dot = sum((a * b).sum() for a, b in zip(e, g))
-            expected.append((float(dot / (_norm(e) * _norm(g))), float(_norm(e)), float(_norm(g))))
+            cosine = sign * float(dot / (_norm(e) * _norm(g)))
+            expected.append((cosine, float(_norm(e)), float(_norm(g))))
         traced.step(closure_for(traced_model, batch))
         plain.step(closure_for(plain_model, batch))
     stats = traced.pop_diagnostics()
