@@ -1,0 +1,88 @@
+"""Issue 13's deliverable 3: a `molsam tune` search per paper dataset, to a fixed total budget.
+
+    MOLSAM_DATA_DIR=/path/to/moleculenet/raw python benchmarks/tune_six.py \\
+        [--datasets esol,clintox,sider,lipo,tox21] [--trials 20] [--jobs 2] [--runs runs]
+        [--set KEY=VALUE ...]
+
+For each dataset, in order: `molsam tune recipes/<dataset>.yaml --trials R --jobs J --out
+runs/tune-<dataset> --set train.seeds=[0]`, where R is the budget (--trials) minus the trials the
+study in runs/tune-<dataset>/study.journal already holds, so a search cut short by the end of a
+session continues where it stopped instead of starting 20 more (`molsam tune --trials` counts the
+trials of one call). The recipe's model, schedule and split, one seed per trial, the default
+search space (rho, lr, hidden, layers, dropout) and median pruning: the budget of the bbbp search
+in docs/RESULTS.md. A finished search's best.yaml is copied to recipes/tuned/<dataset>.yaml,
+for a `molsam benchmark` suite over those recipes (5 seeds, the optimizer each search tuned) to
+score beside the untuned ones of benchmarks/suites/defaults-six-*.yaml.
+
+sider is read from the main-set CSV of the data folder beside this project, as in the suites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SIDER_CSV = ROOT.parent / "shared" / "data" / "moleculenet" / "sider.csv"
+DATASETS = ("esol", "clintox", "sider", "lipo", "tox21")
+
+
+def trials_held(out: Path) -> int:
+    """Trials the search in `out` already holds (finished, pruned or failed); 0 if none."""
+    from molsam.tune import default_storage, import_optuna, open_storage
+
+    where = default_storage(out)
+    if not Path(where.removeprefix("sqlite:///")).is_file():
+        return 0
+    optuna = import_optuna()
+    storage = open_storage(where)
+    if "molsam" not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return 0
+    return len(optuna.load_study(study_name="molsam", storage=storage).trials)
+
+
+def tune(dataset: str, budget: int, jobs: int, runs: Path, sets: list[str]) -> Path | None:
+    """Run (or continue) one dataset's search; the path of its best.yaml, None if none yet."""
+    out = runs / f"tune-{dataset}"
+    remaining = budget - trials_held(out)
+    if remaining > 0:
+        command = [sys.executable, "-m", "molsam", "tune", str(ROOT / "recipes" / f"{dataset}.yaml"),
+                   "--trials", str(remaining), "--jobs", str(jobs), "--out", str(out),
+                   "--set", "train.seeds=[0]"]
+        if dataset == "sider":
+            command += ["--set", f"data.path={SIDER_CSV}"]
+        for item in sets:
+            command += ["--set", item]
+        print(f"== {dataset}: {remaining} of {budget} trials to run", flush=True)
+        subprocess.run(command, check=True, cwd=ROOT)
+    best = out / "best.yaml"
+    return best if best.is_file() else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--trials", type=int, default=20, help="total budget per dataset [20]")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed on to molsam tune (a quick check: train.epochs=2)")
+    parser.add_argument("--no-copy", action="store_true",
+                        help="leave recipes/tuned/ alone (for a quick check)")
+    args = parser.parse_args()
+    tuned = ROOT / "recipes" / "tuned"
+    if not args.no_copy:
+        tuned.mkdir(exist_ok=True)
+    for dataset in args.datasets.split(","):
+        best = tune(dataset, args.trials, args.jobs, args.runs, args.set)
+        if best is not None and not args.no_copy:
+            shutil.copyfile(best, tuned / f"{dataset}.yaml")
+            print(f"== {dataset}: {best} -> recipes/tuned/{dataset}.yaml", flush=True)
+
+
+if __name__ == "__main__":
+    main()
