@@ -84,7 +84,8 @@ def dataset_row(dataset: str, rows: list[dict], args) -> dict | None:
         "dataset": dataset, "metric": metric, "seeds": len(seeds), "chosen": chosen,
         "val": statistics.mean(float(r["val"]) for r in pick.values()),
         "base": mean_std(base_test), "pick": mean_std(pick_test), "paired": mean_std(paired),
-        "better": sum(sign * d > 0 for d in paired), "at_least": sign * (pick_mean - base_mean) >= 0,
+        "better": sum(sign * d > 0 for d in paired),
+        "at_least": sign * (pick_mean - base_mean) >= 0,
         "relative": sign * (pick_mean - base_mean) / abs(base_mean), "cost": cost, "flat": flat,
     }
 

@@ -50,7 +50,8 @@ def tune(dataset: str, budget: int, jobs: int, runs: Path, sets: list[str]) -> P
     out = runs / f"tune-{dataset}"
     remaining = budget - trials_held(out)
     if remaining > 0:
-        command = [sys.executable, "-m", "molsam", "tune", str(ROOT / "recipes" / f"{dataset}.yaml"),
+        recipe = ROOT / "recipes" / f"{dataset}.yaml"
+        command = [sys.executable, "-m", "molsam", "tune", str(recipe),
                    "--trials", str(remaining), "--jobs", str(jobs), "--out", str(out),
                    "--set", "train.seeds=[0]"]
         if dataset == "sider":

@@ -24,19 +24,20 @@ parameters are left out of norms and perturbation), instead of keeping a stale d
 Direction (`direction="opposite"`, not the paper's): ε_t = −ρ · e_t / ‖e_t‖₂, against the
 estimate instead of along it, as Momentum-SAM perturbs against the momentum (Becker, Altrichter,
 Schwenninger, "Momentum-SAM: Sharpness Aware Minimization without Computational Overhead",
-arXiv 2401.12033). Why it is offered: measured on bbbp with Adam as the base optimizer
-(docs/RESULTS.md, issue 9), the paper's e_t has a *negative* mean cosine with the exact SAM
-direction after the first epoch (−0.02 to −0.23 depending on ρ): the optimizer oscillates across
-the sharp directions, so the current gradient tends to point against the average of the past
-ones. Everything else (estimate, re-anchor, cost) is unchanged.
+arXiv 2401.12033). Tried because e_t's mean cosine with the exact SAM direction was negative on
+bbbp; measured (docs/RESULTS.md, issue 9): it stays negative with the sign flipped, and it lost
+on validation. The reason (benchmarks/graphsam_quadratic.py): with β = 0.99 and one anchor per
+epoch, e_t barely moves, and training with a nearly fixed ε settles where ∇L(θ + ε) ≈ 0, so
+∇L(θ) ≈ −Hε points against ε whatever its sign. Kept so those runs can be reproduced.
 
 Diagnostic (`track_sam_cosine=True`, off by default; costs one more pass per step): before the
 perturbed pass, the exact SAM perturbation gradient g_t = ∇L_B(θ_t) is computed as well, and
 cos(ε_t, g_t) (the cosine of the perturbation actually applied: −cos(e_t, g_t) with
-`direction="opposite"`), ‖e_t‖ and ‖g_t‖ are accumulated on the device (the paper's Fig. 3 evidence that
-the moving average tracks SAM). That pass runs under a forked RNG, so dropout draws, and with
-them the whole training path, are the same with or without the diagnostic. Anchor steps are
-not counted (there e_t = g_t/‖g_t‖ by construction). `pop_diagnostics()` returns and resets them.
+`direction="opposite"`), ‖e_t‖ and ‖g_t‖ are accumulated on the device (the paper's Fig. 3
+evidence that the moving average tracks SAM). That pass runs under a forked RNG, so dropout
+draws, and with them the whole training path, are the same with or without the diagnostic.
+Anchor steps are not counted (there e_t = g_t/‖g_t‖ by construction). `pop_diagnostics()`
+returns and resets them.
 """
 
 from __future__ import annotations
