@@ -82,7 +82,8 @@ class GraphSAM(SharpnessAwareOptimizer):
         direction: "estimate" (ε = ρ e/‖e‖, the paper's) or "opposite" (ε = −ρ e/‖e‖; see the
             module docstring).
         track_sam_cosine: also compute the exact SAM direction every step and accumulate its
-            cosine with the estimate (diagnostic; one extra pass per step, see module docstring).
+            cosine with the perturbation ε (diagnostic; one extra pass per step, see module
+            docstring).
         **base_kwargs: passed to `base_optimizer`.
 
     State: `self.state[p]["e"]` (same shape, dtype and device as p) for every parameter that
