@@ -38,16 +38,6 @@ def seconds_per_epoch(row: dict) -> float:
     return float(row["train_seconds"]) / max(int(row["epochs_run"]), 1)
 
 
-def choose_column(columns: dict[str, dict[int, dict]], family: str, sign: float) -> str | None:
-    """The family's column with the best mean validation metric over its cells."""
-    candidates = {name: cells for name, cells in columns.items()
-                  if (m := RHO_COLUMN.match(name)) and m["family"] == family}
-    if not candidates:
-        return None
-    return max(candidates, key=lambda name: sign * statistics.mean(
-        float(r["val"]) for r in candidates[name].values()))
-
-
 def dataset_row(dataset: str, rows: list[dict], args) -> dict | None:
     """One dataset's comparison, or None when the grid has no cells for both columns yet."""
     metric = rows[0]["metric"]
@@ -67,7 +57,9 @@ def dataset_row(dataset: str, rows: list[dict], args) -> dict | None:
         return None
     columns = {name: {s: r for s, r in cells.items() if s in seeds}
                for name, cells in columns.items() if name in (args.baseline, *wanted)}
-    chosen = args.fixed or choose_column(columns, args.family, sign)
+    # The family's column with the best mean validation metric over the kept seeds.
+    chosen = args.fixed or max(wanted, key=lambda name: sign * statistics.mean(
+        float(r["val"]) for r in columns[name].values()))
     base, pick = columns[args.baseline], columns[chosen]
     base_test = [float(base[s]["test"]) for s in sorted(seeds)]
     pick_test = [float(pick[s]["test"]) for s in sorted(seeds)]

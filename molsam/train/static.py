@@ -81,9 +81,10 @@ def use_static_shapes(setting: str | bool, device: torch.device) -> bool:
     """`train.static_shapes`: true/false, or "auto" (padded and captured on CUDA only).
 
     On the CPU the padded step is faster on shuffled batches (1.16x at batch 32, 1.42x at 128
-    on BBBP; with train.sort_by_size 0.94-0.98x; module docstring) but gives other numbers than the eager step (dropout masks over other shapes,
-    another summation order), so "auto" keeps the CPU's eager step: a recipe's results do not
-    change under a user, nor inside a benchmark grid resumed cell by cell. `true` opts in."""
+    on BBBP; with train.sort_by_size 0.94-0.98x; module docstring) but gives other numbers than
+    the eager step (dropout masks over other shapes, another summation order), so "auto" keeps
+    the CPU's eager step: a recipe's results do not change under a user, nor inside a benchmark
+    grid resumed cell by cell. `true` opts in."""
     if setting == "auto":
         return device.type == "cuda"
     return bool(setting)
