@@ -6,12 +6,12 @@
 
 For each dataset, in order: `molsam tune recipes/<dataset>.yaml --trials R --jobs J --out
 runs/tune-<dataset> --set train.seeds=[0]`, where R is the budget (--trials) minus the trials the
-study in runs/tune-<dataset>/study.journal already holds, so a search cut short by the end of a
+study in runs/tune-<dataset>/study.journal has finished (complete or pruned), so a search cut short by the end of a
 session continues where it stopped instead of starting 20 more (`molsam tune --trials` counts the
 trials of one call). The recipe's model, schedule and split, one seed per trial, the default
 search space (rho, lr, hidden, layers, dropout) and median pruning: the budget of the bbbp search
-in docs/RESULTS.md. A finished search's best.yaml is copied to recipes/tuned/<dataset>.yaml,
-for a `molsam benchmark` suite over those recipes (5 seeds, the optimizer each search tuned) to
+in docs/RESULTS.md. A finished search's best.yaml is written to recipes/tuned/<dataset>.yaml
+(with the shipped recipe's train.seeds and data.path, and a header naming the search), for a `molsam benchmark` suite over those recipes (5 seeds, the optimizer each search tuned) to
 score beside the untuned ones of benchmarks/suites/defaults-six-*.yaml.
 
 sider is read from the main-set CSV of the data folder beside this project, as in the suites.
@@ -20,7 +20,6 @@ sider is read from the main-set CSV of the data folder beside this project, as i
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +31,8 @@ DATASETS = ("esol", "clintox", "sider", "lipo", "tox21")
 
 
 def trials_held(out: Path) -> int:
-    """Trials the search in `out` already holds (finished, pruned or failed); 0 if none."""
+    """Trials the search in `out` has finished (complete or pruned); 0 if none. Failed ones
+    (a search killed mid-trial, a sampled point the recipe refuses) do not use up the budget."""
     from molsam.tune import default_storage, import_optuna, open_storage
 
     where = default_storage(out)
@@ -42,7 +42,40 @@ def trials_held(out: Path) -> int:
     storage = open_storage(where)
     if "molsam" not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
         return 0
-    return len(optuna.load_study(study_name="molsam", storage=storage).trials)
+    study = optuna.load_study(study_name="molsam", storage=storage)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=finished))
+
+
+def open_search_study(out: Path):
+    """The finished search's study (`molsam` in out's default storage)."""
+    from molsam.tune import default_storage, import_optuna, open_storage
+
+    return import_optuna().load_study(study_name="molsam",
+                                      storage=open_storage(default_storage(out)))
+
+
+def write_tuned_recipe(best: Path, dataset: str, target: Path) -> None:
+    """best.yaml as a recipe to ship: the shipped recipe's seeds and data path (the search ran
+    one seed, and sider from an absolute path), under a header that says where it came from."""
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "recipes" / f"{dataset}.yaml").read_text())
+    recipe = yaml.safe_load(best.read_text())
+    recipe["data"]["path"] = shipped["data"]["path"]
+    recipe["train"]["seeds"] = shipped["train"]["seeds"]
+    study = open_search_study(best.parent)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    metric = study.user_attrs["molsam"]["metric"]
+    header = (
+        f"# {dataset}, tuned: the best of {len(finished)} finished trials of `molsam tune "
+        f"recipes/{dataset}.yaml`\n"
+        f"# (benchmarks/tune_six.py: one seed per trial, the default space over rho, lr, hidden,"
+        f" layers\n# and dropout, median pruning), trial {study.best_trial.number}: validation "
+        f"{metric} {study.best_value:.4f} (seed 0).\n"
+        "# Chosen on validation only; its test scores (5 seeds) are in docs/RESULTS.md.\n"
+        f"#   molsam train recipes/tuned/{dataset}.yaml --out runs/{dataset}-tuned\n")
+    target.write_text(header + yaml.safe_dump(recipe, sort_keys=False))
 
 
 def tune(dataset: str, budget: int, jobs: int, runs: Path, sets: list[str]) -> Path | None:
@@ -81,7 +114,7 @@ def main() -> None:
     for dataset in args.datasets.split(","):
         best = tune(dataset, args.trials, args.jobs, args.runs, args.set)
         if best is not None and not args.no_copy:
-            shutil.copyfile(best, tuned / f"{dataset}.yaml")
+            write_tuned_recipe(best, dataset, tuned / f"{dataset}.yaml")
             print(f"== {dataset}: {best} -> recipes/tuned/{dataset}.yaml", flush=True)
 
 

@@ -20,6 +20,13 @@ Optuna also documents for NFS). A study.db that an older molsam left in DIR is s
 such a search continues. `--storage` takes a database URL (postgresql://, mysql://, or
 sqlite:/// for one process) for machines that share a server, or a journal file path.
 
+A search that was killed outright (SIGKILL, a lost session, the machine rebooted) cannot mark its
+trials in progress failed, and neither Optuna's journal storage (no heartbeat there) nor a
+database without `heartbeat_interval` ever does: they would stay RUNNING, counted as bad points
+by the constant liar forever. Every trial is tagged with the `host:pid` that runs it, and a search
+that opens the study marks failed the RUNNING trials of this host whose process no longer exists
+(fail_abandoned_trials); trials of other machines on a shared storage are left alone.
+
 Optuna is an optional extra (`pip install molsam[tune]`) and is imported only in this module
 (and molsam.tune_jobs, its worker processes), and only when a search runs.
 """
@@ -30,6 +37,8 @@ import csv
 import json
 import logging
 import math
+import os
+import socket
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -252,8 +261,7 @@ class Objective:
         from molsam.train.loop import ReplicateTrainer
         from molsam.train.metrics import LOWER_IS_BETTER
 
-        if self.worker is not None:
-            trial.set_user_attr("worker", self.worker)
+        trial.set_user_attr("worker", self.worker or worker_tag(os.getpid()))
         metric, _task = self.metric_and_task()
         better = min if metric in LOWER_IS_BETTER else max
         params = {key: suggest(trial, key, spec) for key, spec in self.space.items()}
@@ -324,6 +332,45 @@ class TuneResult:
     files: dict[str, Path | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+
+
+def worker_tag(pid: int) -> str:
+    """The `worker` user attribute of the trials a process runs: `host:pid`."""
+    return f"{socket.gethostname()}:{pid}"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def fail_abandoned_trials(study: "optuna.Study") -> list[int]:
+    """Mark failed the RUNNING trials that a process of this host left behind when it was
+    killed (its pid no longer exists); their numbers. A reused pid keeps a trial RUNNING (the
+    rare miss is harmless: the trial stays as it was), never fails a live one."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    numbers = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tag = str(trial.user_attrs.get("worker", ""))
+        owner, _, pid = tag.rpartition(":")
+        if owner != host or not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        try:
+            study._storage.set_trial_user_attr(
+                trial._trial_id, "error", f"abandoned: process {tag} ended (killed) during it")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:  # another search on this study got there first
+            continue
+        numbers.append(trial.number)
+    return numbers
 
 
 def default_storage(out_dir: str | Path) -> str:
@@ -506,6 +553,11 @@ def tune_recipe(
     search = open_search(recipe, out, storage, study_name=study_name, seed=seed, prune=prune,
                          on_epoch=on_epoch)
     study, objective = search.study, search.objective
+    abandoned = fail_abandoned_trials(study)
+    abandoned_note = (f"trial(s) {', '.join(map(str, abandoned))} had been left RUNNING by a "
+                      "killed search on this machine: marked failed" if abandoned else None)
+    if abandoned_note:
+        log.warning(abandoned_note)
     before = len(study.trials)
     failure: MolsamError | None = None
     try:
@@ -527,10 +579,12 @@ def tune_recipe(
         result = write_outputs(study, objective, out, search.metric, search.direction, storage,
                                trials_run=len(study.trials) - before)
         result.interrupted = True
+        result.notes[:0] = [abandoned_note] if abandoned_note else []
         interrupt.tune_result = result  # type: ignore[attr-defined]
         raise
     result = write_outputs(study, objective, out, search.metric, search.direction, storage,
                            trials_run=len(study.trials) - before)
+    result.notes[:0] = [abandoned_note] if abandoned_note else []
     if failure is not None:
         raise failure
     return result

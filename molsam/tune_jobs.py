@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
-import socket
 import sys
 import threading
 import time
@@ -47,6 +46,7 @@ import numpy as np
 
 from molsam.config import Recipe
 from molsam.errors import ConfigError
+from molsam.tune import worker_tag
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -102,11 +102,6 @@ class WorkerSpec:
 def worker_seed(seed: int, index: int) -> int:
     """Worker `index`'s TPE seed: a distinct, reproducible stream per worker from one --seed."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
-def worker_tag(pid: int) -> str:
-    """The `worker` user attribute of the trials a process runs."""
-    return f"{socket.gethostname()}:{pid}"
 
 
 def claim_trial(claimed: Any, trials: int | None, deadline: float | None) -> bool:

@@ -135,7 +135,8 @@ def test_patience_stops_early(tmp_path):
     assert len(_losses(tmp_path / "run")) < 10
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_every_recipe_loads_and_validates(path):
     recipe = load_recipe(path)
     assert recipe.split.method == "scaffold"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,13 @@ from molsam.config import load_recipe, recipe_from_dict  # noqa: E402
 from molsam.data.pipeline import split_store  # noqa: E402
 from molsam.train.loop import ReplicateTrainer  # noqa: E402
 from molsam.train.run import load_recipe_data, train_recipe  # noqa: E402
-from molsam.tune import default_storage, load_study, search_space, tune_recipe  # noqa: E402
+from molsam.tune import (  # noqa: E402
+    default_storage,
+    load_study,
+    search_space,
+    tune_recipe,
+    worker_tag,
+)
 from tests.conftest import SHARED_DATA  # noqa: E402
 
 
@@ -157,6 +166,29 @@ def test_keyboard_interrupt_inside_a_trial_marks_it_failed(tmp_path):
     assert (out / "best.yaml").is_file() and (out / "trials.csv").is_file()
     tune_recipe(recipe, out, trials=1)  # and the study continues
     assert _states(load_study(default_storage(out))) == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_trials_of_a_killed_search_on_this_host_are_marked_failed_when_it_continues(tmp_path):
+    # A search killed outright (SIGKILL, a lost session) leaves its trial RUNNING; the next
+    # search on the study marks it failed. Trials of a live process, or of another machine on a
+    # shared storage, are not this search's to judge and stay as they are.
+    recipe = _recipe(tmp_path, epochs=1)
+    out = tmp_path / "tune"
+    tune_recipe(recipe, out, trials=1)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)
+    study = load_study(default_storage(out))
+    for tag in (worker_tag(dead_pid), worker_tag(os.getpid()), f"elsewhere:{dead_pid}"):
+        study.ask().set_user_attr("worker", tag)
+    result = tune_recipe(recipe, out, trials=1)
+    study = load_study(default_storage(out))
+    assert _states(study) == ["COMPLETE", "FAIL", "RUNNING", "RUNNING", "COMPLETE"]
+    assert study.trials[1].user_attrs["error"] == (
+        f"abandoned: process {worker_tag(dead_pid)} ended (killed) during it")
+    assert result.notes[0] == ("trial(s) 1 had been left RUNNING by a killed search on this "
+                               "machine: marked failed")
+    assert study.trials[4].user_attrs["worker"] == worker_tag(os.getpid())  # every trial tagged
 
 
 def test_default_space_leaves_rho_out_for_adam(tmp_path):
