@@ -23,9 +23,9 @@ sqlite:/// for one process) for machines that share a server, or a journal file 
 A search that was killed outright (SIGKILL, a lost session, the machine rebooted) cannot mark its
 trials in progress failed, and neither Optuna's journal storage (no heartbeat there) nor a
 database without `heartbeat_interval` ever does: they would stay RUNNING, counted as bad points
-by the constant liar forever. Every trial is tagged with the `host:pid` that runs it, and a search
-that opens the study marks failed the RUNNING trials of this host whose process no longer exists
-(fail_abandoned_trials); trials of other machines on a shared storage are left alone.
+by the constant liar forever. Every trial is tagged with the machine and pid that run it, and a search
+that opens the study marks failed the RUNNING trials of this machine whose process no longer
+exists (fail_abandoned_trials); trials of other machines on a shared storage are left alone.
 
 Optuna is an optional extra (`pip install molsam[tune]`) and is imported only in this module
 (and molsam.tune_jobs, its worker processes), and only when a search runs.
@@ -40,6 +40,7 @@ import math
 import os
 import socket
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -229,8 +230,9 @@ class Objective:
     optuna.TrialPruned when the pruner says so. The best so far, not the epoch's own score, is
     what the objective would be if the trial stopped now, so pruners compare like with like and
     one noisy epoch does not stop a trial. Checkpoints go to a temporary folder removed after
-    the trial. `worker` (a `host:pid` tag) is recorded on each trial as user attribute `worker`
-    when set, so the process that started worker processes can tell their trials apart.
+    the trial. Each trial records the `machine:pid` that runs it (`worker`, default this
+    process's worker_tag) as user attribute `worker`, so the process that started worker
+    processes can tell their trials apart, and a later search can tell a killed one's.
     """
 
     def __init__(
@@ -334,9 +336,15 @@ class TuneResult:
     interrupted: bool = False
 
 
+def this_machine() -> str:
+    """The host name and the MAC-derived node id (uuid.getnode): containers and cloned virtual
+    machines that share a storage often share a host name too ("localhost", "vm")."""
+    return f"{socket.gethostname()}-{uuid.getnode():012x}"
+
+
 def worker_tag(pid: int) -> str:
-    """The `worker` user attribute of the trials a process runs: `host:pid`."""
-    return f"{socket.gethostname()}:{pid}"
+    """The `worker` user attribute of the trials a process runs: `machine:pid`."""
+    return f"{this_machine()}:{pid}"
 
 
 def _process_exists(pid: int) -> bool:
@@ -356,12 +364,12 @@ def fail_abandoned_trials(study: "optuna.Study") -> list[int]:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    host = socket.gethostname()
+    machine = this_machine()
     numbers = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tag = str(trial.user_attrs.get("worker", ""))
         owner, _, pid = tag.rpartition(":")
-        if owner != host or not pid.isdigit() or _process_exists(int(pid)):
+        if owner != machine or not pid.isdigit() or _process_exists(int(pid)):
             continue
         try:
             study._storage.set_trial_user_attr(

@@ -15,7 +15,7 @@ constant liar) reads every worker's finished trials. molsam adds what a command 
   SIGTERM to the parent is passed on as SIGTERM to the workers, which treat it like Ctrl-C. A
   stopping worker marks its trial in progress failed. A worker that dies without doing so (killed,
   out of memory) is noticed by the parent, which marks its RUNNING trials failed (workers tag their
-  trials with `host:pid`, so trials of other machines on a shared storage are left alone) and
+  trials with `machine:pid`, so trials of other machines on a shared storage are left alone) and
   stops the others: a crash ends the search with an error naming the worker, never a hang.
 
 Workers are not forked from the parent (a forked child of a process that has used torch's and
