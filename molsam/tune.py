@@ -23,9 +23,10 @@ sqlite:/// for one process) for machines that share a server, or a journal file 
 A search that was killed outright (SIGKILL, a lost session, the machine rebooted) cannot mark its
 trials in progress failed, and neither Optuna's journal storage (no heartbeat there) nor a
 database without `heartbeat_interval` ever does: they would stay RUNNING, counted as bad points
-by the constant liar forever. Every trial is tagged with the machine and pid that run it, and a search
-that opens the study marks failed the RUNNING trials of this machine whose process no longer
-exists (fail_abandoned_trials); trials of other machines on a shared storage are left alone.
+by the constant liar forever. Every trial is tagged with the machine and pid that run it, and a
+search that opens the study marks failed the RUNNING trials of this machine whose process no
+longer exists (fail_abandoned_trials); trials of other machines on a shared storage are left
+alone.
 
 Optuna is an optional extra (`pip install molsam[tune]`) and is imported only in this module
 (and molsam.tune_jobs, its worker processes), and only when a search runs.
@@ -358,7 +359,7 @@ def _process_exists(pid: int) -> bool:
 
 
 def fail_abandoned_trials(study: "optuna.Study") -> list[int]:
-    """Mark failed the RUNNING trials that a process of this host left behind when it was
+    """Mark failed the RUNNING trials that a process of this machine left behind when it was
     killed (its pid no longer exists); their numbers. A reused pid keeps a trial RUNNING (the
     rare miss is harmless: the trial stays as it was), never fails a live one."""
     from optuna.exceptions import UpdateFinishedTrialError

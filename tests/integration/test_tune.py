@@ -179,7 +179,8 @@ def test_trials_of_a_killed_search_on_this_host_are_marked_failed_when_it_contin
                               capture_output=True, text=True, check=True)
     dead_pid = int(finished.stdout)
     study = load_study(default_storage(out))
-    for tag in (worker_tag(dead_pid), worker_tag(os.getpid()), f"elsewhere-000000000000:{dead_pid}"):
+    elsewhere = f"another-000000000000:{dead_pid}"
+    for tag in (worker_tag(dead_pid), worker_tag(os.getpid()), elsewhere):
         study.ask().set_user_attr("worker", tag)
     result = tune_recipe(recipe, out, trials=1)
     study = load_study(default_storage(out))
