@@ -12,8 +12,8 @@ tune --trials` counts the trials of one call). The recipe's model, schedule and 
 per trial, the default search space (rho, lr, hidden, layers, dropout) and median pruning: the
 budget of the bbbp search in docs/RESULTS.md. A finished search's best.yaml is written to
 recipes/tuned/<dataset>.yaml (with the shipped recipe's train.seeds and data.path, and a header
-naming the search), for benchmarks/suites/tuned-six.yaml (5 seeds, the optimizer each search tuned) to score beside the
-untuned ones of benchmarks/suites/defaults-six-*.yaml.
+naming the search), for benchmarks/suites/tuned-six.yaml (5 seeds, the optimizer each search
+tuned) to score beside the untuned ones of benchmarks/suites/defaults-six-*.yaml.
 
 sider is read from the main-set CSV of the data folder beside this project, as in the suites.
 """
