@@ -54,16 +54,16 @@ def dataset_row(dataset: str, rows: list[dict], args) -> dict | None:
     def family_of(name: str) -> list[str]:
         return [c for c in columns if (m := RHO_COLUMN.match(c)) and m["family"] == name]
 
-    def by_validation(names: list[str]) -> str:
-        """The column with the best mean validation metric over its seeds."""
+    def by_validation(names: list[str], cells: dict[str, dict[int, dict]]) -> str:
+        """The column of `names` with the best mean validation metric over its seeds in cells."""
         return max(names, key=lambda name: sign * statistics.mean(
-            float(r["val"]) for r in columns[name].values()))
+            float(r["val"]) for r in cells[name].values()))
 
     # `--baseline FAMILY@val`: per dataset, the family's column that validation picks over all
     # its seeds (the rho each recipe ships), so a tuned column meets what a user runs untuned.
     base_family = args.baseline[:-len("@val")] if args.baseline.endswith("@val") else None
     candidates = family_of(base_family) if base_family else [args.baseline]
-    baseline = by_validation(candidates) if candidates and all(
+    baseline = by_validation(candidates, columns) if candidates and all(
         c in columns for c in candidates) else None
     wanted = [args.fixed] if args.fixed else family_of(args.family)
     if baseline is None or not wanted or any(c not in columns for c in wanted):
@@ -76,7 +76,7 @@ def dataset_row(dataset: str, rows: list[dict], args) -> dict | None:
     columns = {name: {s: r for s, r in cells.items() if s in seeds}
                for name, cells in columns.items() if name in (baseline, *wanted)}
     # The family's column with the best mean validation metric over the kept seeds.
-    chosen = args.fixed or by_validation(wanted)
+    chosen = args.fixed or by_validation(wanted, columns)
     base, pick = columns[baseline], columns[chosen]
     base_test = [float(base[s]["test"]) for s in sorted(seeds)]
     pick_test = [float(pick[s]["test"]) for s in sorted(seeds)]

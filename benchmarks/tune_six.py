@@ -43,17 +43,13 @@ def trials_held(out: Path) -> int:
     storage = open_storage(where)
     if "molsam" not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
         return 0
-    study = optuna.load_study(study_name="molsam", storage=storage)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=finished))
+    return len(finished_trials(optuna.load_study(study_name="molsam", storage=storage)))
 
 
-def open_search_study(out: Path):
-    """The finished search's study (`molsam` in out's default storage)."""
-    from molsam.tune import default_storage, import_optuna, open_storage
-
-    return import_optuna().load_study(study_name="molsam",
-                                      storage=open_storage(default_storage(out)))
+def finished_trials(study) -> list:
+    """The trials that count against the budget: complete or pruned."""
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state.name in ("COMPLETE", "PRUNED")]
 
 
 def write_tuned_recipe(best: Path, dataset: str, target: Path) -> None:
@@ -61,12 +57,14 @@ def write_tuned_recipe(best: Path, dataset: str, target: Path) -> None:
     one seed, and sider from an absolute path), under a header that says where it came from."""
     import yaml
 
+    from molsam.tune import default_storage, load_study
+
     shipped = yaml.safe_load((ROOT / "recipes" / f"{dataset}.yaml").read_text())
     recipe = yaml.safe_load(best.read_text())
     recipe["data"]["path"] = shipped["data"]["path"]
     recipe["train"]["seeds"] = shipped["train"]["seeds"]
-    study = open_search_study(best.parent)
-    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    study = load_study(default_storage(best.parent))
+    finished = finished_trials(study)
     metric = study.user_attrs["molsam"]["metric"]
     header = (
         f"# {dataset}, tuned: the best of {len(finished)} finished trials of `molsam tune "

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tune_six import finished_trials  # noqa: E402
 
 PARAMS = ("model.hidden", "model.layers", "model.dropout", "optim.lr", "optim.rho")
 
@@ -29,7 +31,7 @@ def summary_row(out: Path, epochs: int) -> str:
     trials = study.get_trials(deepcopy=False)
     count = {state: sum(t.state.name == state for t in trials)
              for state in ("COMPLETE", "PRUNED", "FAIL")}
-    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    finished = finished_trials(study)
     # The last reported step is the last epoch index (one seed per trial: step = epoch).
     trained = sum(max(t.intermediate_values, default=-1) + 1 for t in finished)
     starts = [t.datetime_start for t in trials if t.datetime_start]

@@ -358,28 +358,40 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def fail_running_trials(study: "optuna.Study", why: Callable[[str], str | None]) -> list[int]:
+    """Mark failed the RUNNING trials for whose `worker` tag `why` gives a reason (recorded as
+    the trial's `error`); their numbers. A trial that another process finished meanwhile is
+    left as that process left it."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    numbers = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = why(str(trial.user_attrs.get("worker", "")))
+        if reason is None:
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "error", reason)
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue
+        numbers.append(trial.number)
+    return numbers
+
+
 def fail_abandoned_trials(study: "optuna.Study") -> list[int]:
     """Mark failed the RUNNING trials that a process of this machine left behind when it was
     killed (its pid no longer exists); their numbers. A reused pid keeps a trial RUNNING (the
     rare miss is harmless: the trial stays as it was), never fails a live one."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
     machine = this_machine()
-    numbers = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        tag = str(trial.user_attrs.get("worker", ""))
+
+    def abandoned(tag: str) -> str | None:
         owner, _, pid = tag.rpartition(":")
         if owner != machine or not pid.isdigit() or _process_exists(int(pid)):
-            continue
-        try:
-            study._storage.set_trial_user_attr(
-                trial._trial_id, "error", f"abandoned: process {tag} ended (killed) during it")
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:  # another search on this study got there first
-            continue
-        numbers.append(trial.number)
-    return numbers
+            return None
+        return f"abandoned: process {tag} ended (killed) during it"
+
+    return fail_running_trials(study, abandoned)
 
 
 def default_storage(out_dir: str | Path) -> str:
@@ -563,10 +575,10 @@ def tune_recipe(
                          on_epoch=on_epoch)
     study, objective = search.study, search.objective
     abandoned = fail_abandoned_trials(study)
-    abandoned_note = (f"trial(s) {', '.join(map(str, abandoned))} had been left RUNNING by a "
-                      "killed search on this machine: marked failed" if abandoned else None)
-    if abandoned_note:
-        log.warning(abandoned_note)
+    notes = [f"trial(s) {', '.join(map(str, abandoned))} had been left RUNNING by a killed "
+             "search on this machine: marked failed"] if abandoned else []
+    for note in notes:
+        log.warning(note)
     before = len(study.trials)
     failure: MolsamError | None = None
     try:
@@ -588,12 +600,12 @@ def tune_recipe(
         result = write_outputs(study, objective, out, search.metric, search.direction, storage,
                                trials_run=len(study.trials) - before)
         result.interrupted = True
-        result.notes[:0] = [abandoned_note] if abandoned_note else []
+        result.notes[:0] = notes
         interrupt.tune_result = result  # type: ignore[attr-defined]
         raise
     result = write_outputs(study, objective, out, search.metric, search.direction, storage,
                            trials_run=len(study.trials) - before)
-    result.notes[:0] = [abandoned_note] if abandoned_note else []
+    result.notes[:0] = notes
     if failure is not None:
         raise failure
     return result

@@ -46,7 +46,7 @@ import numpy as np
 
 from molsam.config import Recipe
 from molsam.errors import ConfigError
-from molsam.tune import worker_tag
+from molsam.tune import fail_running_trials, worker_tag
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -309,13 +309,5 @@ def _exit_reason(code: int | None) -> str:
 
 def _fail_orphans(study: "optuna.Study", processes: list[Any], why: str) -> list[int]:
     """Mark FAIL the trials that these (ended) workers left RUNNING; their numbers."""
-    from optuna.trial import TrialState
-
     tags = {worker_tag(p.pid) for p in processes if p.pid is not None}
-    numbers = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("worker") in tags:
-            study._storage.set_trial_user_attr(trial._trial_id, "error", why)
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            numbers.append(trial.number)
-    return numbers
+    return fail_running_trials(study, lambda tag: why if tag in tags else None)
