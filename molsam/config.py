@@ -55,8 +55,24 @@ from molsam.errors import ConfigError
 SPLIT_METHODS = ("scaffold", "scaffold_balanced", "scaffold_random", "random", "column", "file")
 TASKS = ("classification", "regression", "multiclass")
 POOLINGS = ("mean", "sum", "attention")  # same as molsam.models.gps.POOLINGS (no torch import here)
+#: model.name: "gps" (molsam.models.gps, the default) or "compt" (molsam.models.compt).
+MODEL_NAMES = ("gps", "compt")
+#: Poolings of each model (CoMPT: the reference's GRU readout, or a mean).
+MODEL_POOLINGS = {"gps": POOLINGS, "compt": ("gru", "mean")}
+#: Keys only CoMPT reads, and its distance kernels and norms (molsam.models.compt).
+COMPT_KEYS = ("kernel", "norm", "head_layers")
+COMPT_KERNELS = ("exp", "softmax")
+COMPT_NORMS = ("layer", "scale")
 OPTIMIZERS = ("adam", "sam", "asam", "graphsam", "samk", "looksam", "aesam", "rst")
-SCHEDULES = ("noam", "constant")
+#: "transformer": Vaswani et al.'s warm-up schedule, which the GraphSAM reference code gives its
+#: Adam baseline (molsam.optim.schedules.TransformerLR).
+SCHEDULES = ("noam", "constant", "transformer")
+#: GraphSAM's perturbation: "paper" (the paper's equations) or "reference" (the reference code's
+#: arithmetic, to reproduce and attribute its numbers; molsam.optim.graphsam_reference).
+GRAPHSAM_VARIANTS = ("paper", "reference")
+#: train.loss_weighting: "loss" back-propagates with the loss as weight (L * grad L), as the
+#: GraphSAM reference code's closures do.
+LOSS_WEIGHTINGS = ("none", "loss")
 #: rho over epochs: "step" is GraphSAM's gradient-ball decay rho * gamma^(epoch // rho_every);
 #: "constant" keeps rho; "auto" is "step" for graphsam (the paper's) and "constant" for every
 #: other optimizer (the baselines' own papers use a constant radius).
@@ -182,6 +198,10 @@ class DataConfig(_Frozen):
     string is accepted as a one-column list. task None means inferred from the labels
     (molsam.data.targets): classification for 0/1 numbers, regression for other numbers,
     multiclass for text labels (classes sorted; `multiclass` also makes integer labels classes).
+
+    delimiter, decimal: how a CSV/TSV file is split and its labels' decimal mark; None means
+    detected from the header and first rows (molsam.data.dialect). sheet: the worksheet of an
+    Excel workbook; None means the first (molsam.data.read_options).
     """
 
     path: Text
@@ -189,6 +209,10 @@ class DataConfig(_Frozen):
     target_columns: Columns | None = None
     id_column: Text | None = None
     task: Choice(TASKS) | None = None
+    # Spellings of molsam.data.dialect.DELIMITER_NAMES and DECIMAL_NAMES (a tab: `tab`).
+    delimiter: Choice((",", ";", "|", "tab", "\\t", "comma", "semicolon", "pipe")) | None = None
+    decimal: Choice((".", ",", "point", "comma")) | None = None
+    sheet: Text | None = None
 
 
 class SplitConfig(_Frozen):
@@ -202,15 +226,21 @@ class SplitConfig(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    """GPSModel arguments (molsam.models.gps); defaults equal GPSModel's."""
+    """Model arguments; defaults equal GPSModel's (molsam.models.gps). `name: compt` selects
+    CoMPT (molsam.models.compt), which also reads kernel, norm and head_layers and pools with
+    `gru` or `mean`; it ignores pe_steps and attn_dropout."""
 
+    name: Choice(MODEL_NAMES) = "gps"
     hidden: Integer(1) = 64
     layers: Integer(1) = 3
     heads: Integer(1) = 4
     dropout: Number(ge=0.0, lt=1.0) = 0.1
     pe_steps: Integer(0) = 16
-    pooling: Choice(POOLINGS) = "mean"
+    pooling: Choice(tuple(dict.fromkeys(POOLINGS + MODEL_POOLINGS["compt"]))) = "mean"
     attn_dropout: Number(ge=0.0, lt=1.0) = 0.0
+    kernel: Choice(COMPT_KERNELS) = "exp"
+    norm: Choice(COMPT_NORMS) = "layer"
+    head_layers: Integer(1) = 2
 
 
 class OptimConfig(_Frozen):
@@ -224,6 +254,12 @@ class OptimConfig(_Frozen):
     final_lr: Number(gt=0.0) = 1e-4
     warmup_epochs: Number(ge=0.0) = 2.0
     schedule: Choice(SCHEDULES) = "noam"
+    # Noam: epochs until final_lr is reached (then flat); None: train.epochs. The GraphSAM
+    # reference code decays over 30 epochs and trains 150.
+    decay_epochs: Integer(1) | None = None
+    # Transformer schedule: lr = warmup_factor * hidden^-0.5 * min(t^-0.5, t * w^-1.5), t the
+    # step (from 1), w = warmup_epochs * steps per epoch.
+    warmup_factor: Number(gt=0.0) = 1.0
     weight_decay: Number(ge=0.0) = 0.0
     # rho and rho_every: not the paper's 0.05 halved every epoch, which lost on bbbp's
     # validation (0.9487 against 0.9526, 5 seeds); rho 0.005 halved every 10 epochs had the best
@@ -235,6 +271,8 @@ class OptimConfig(_Frozen):
     rho_schedule: Choice(RHO_SCHEDULES) = "auto"
     perturb: Choice(PERTURB) = "all"
     reanchor_every: Integer(1) = 1
+    variant: Choice(GRAPHSAM_VARIANTS) = "paper"
+    radius: Number(ge=0.0) = 0.05
     k: Integer(1) | None = None
     alpha: Number() | None = None
     extra: Mapping = Field(default_factory=dict)
@@ -274,6 +312,7 @@ class TrainConfig(_Frozen):
     static_shapes: AutoOrBool = "auto"
     sort_by_size: Annotated[bool, Strict()] = False
     devices: Integer(1) = 1
+    loss_weighting: Choice(LOSS_WEIGHTINGS) = "none"
 
 
 SECTIONS: dict[str, type[_Frozen]] = {
@@ -546,6 +585,24 @@ class Recipe(_Frozen):
             valid = [h for h in range(1, model.hidden + 1) if model.hidden % h == 0]
             raise _molsam_error("model.heads", f"{model.heads} does not divide model.hidden="
                                 f"{model.hidden}; valid: {', '.join(map(str, valid))}")
+        allowed = MODEL_POOLINGS[model.name]
+        if model.pooling not in allowed:
+            raise _molsam_error("model.pooling", f"{model.pooling!r} is not a {model.name} "
+                                f"pooling; valid: {', '.join(allowed)}")
+        if model.name != "compt":
+            for key in COMPT_KEYS:
+                if key in model.model_fields_set:
+                    raise _molsam_error(f"model.{key}", "only model.name compt reads it "
+                                        f"(model.name is {model.name!r})")
+        if self.optim.variant == "reference" and self.optim.name != "graphsam":
+            raise _molsam_error("optim.variant", "only graphsam has a reference variant "
+                                f"(optim.name is {self.optim.name!r})")
+        if "radius" in self.optim.model_fields_set and self.optim.variant != "reference":
+            raise _molsam_error("optim.radius", "only the reference GraphSAM variant clips to a "
+                                "radius (set optim.variant: reference)")
+        if model.name == "compt" and train.static_shapes is True:
+            raise _molsam_error("train.static_shapes", "the padded static-shape step is built "
+                                "for GPS; CoMPT trains eagerly (set it to auto or false)")
         if train.log_sam_cosine and self.optim.name != "graphsam":
             raise _molsam_error("train.log_sam_cosine", f"only graphsam has an estimate to compare "
                                 f"with SAM's direction (optim.name is {self.optim.name!r})")
@@ -985,9 +1042,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Keys added after recipes were first saved in runs, tune studies and checkpoints: written out
+#: only when they differ from their defaults, so the resolved form of every recipe that does
+#: not use them stays what it was (a continued tune study or benchmark grid still matches).
+LATER_KEYS = {
+    "model": ("name", *COMPT_KEYS),
+    "optim": ("decay_epochs", "warmup_factor", "variant", "radius"),
+    "train": ("loss_weighting",),
+}
+
+
 def _section_to_dict(section: Any) -> dict:
-    """One section as a dict of plain builtins (tuples become lists)."""
-    return {name: _plain(getattr(section, name)) for name in type(section).model_fields}
+    """One section as a dict of plain builtins (tuples become lists); LATER_KEYS at their
+    defaults are left out."""
+    cls = type(section)
+    later = next((keys for name, keys in LATER_KEYS.items() if SECTIONS[name] is cls), ())
+    return {name: _plain(getattr(section, name)) for name, info in cls.model_fields.items()
+            if name not in later or getattr(section, name) != info.get_default(
+                call_default_factory=True)}
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

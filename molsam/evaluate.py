@@ -26,6 +26,7 @@ from molsam.data.datasets import is_dataset_name
 from molsam.data.pipeline import DataSpec, load_store
 from molsam.data.split_stats import saved_split_indices
 from molsam.data.store import GraphStore
+from molsam.data.read_options import DEFAULT, ReadOptions
 from molsam.data.table import iter_table
 from molsam.errors import CheckpointError, ConfigError, InputError
 from molsam.predict import Ensemble, load_ensemble
@@ -96,6 +97,7 @@ def _recipe_spec(ensemble: Ensemble) -> DataSpec:
         target_columns=list(targets) if targets is not None else None,
         id_column=data.get("id_column"),
         task=data.get("task"),
+        read=ReadOptions.from_recipe(data),  # data.delimiter, .decimal, .sheet (None if absent)
     )
 
 
@@ -110,12 +112,15 @@ def _labels(store: GraphStore, target_names: Sequence[str]) -> np.ndarray:
     return store.y[:, [store.target_names.index(t) for t in target_names]]
 
 
-def _data_spec(data: str, ensemble: Ensemble, smiles_column: str | None) -> DataSpec:
+def _data_spec(
+    data: str, ensemble: Ensemble, smiles_column: str | None, read: ReadOptions = DEFAULT
+) -> DataSpec:
     """Spec for --data: the checkpoint's target names as label columns, its SMILES column
-    unless the file lacks it (then `smiles`), or --smiles-col."""
+    unless the file lacks it (then `smiles`), or --smiles-col; read with `read`."""
     if is_dataset_name(data):
-        return DataSpec(data, smiles_column, list(ensemble.target_names), None, ensemble.task)
-    header, _ = iter_table(Path(data).expanduser())
+        return DataSpec(data, smiles_column, list(ensemble.target_names), None, ensemble.task,
+                        read)
+    header, _ = iter_table(Path(data).expanduser(), read=read)
     # In an SD file the structure is the record's own (`smiles`), whatever the training column.
     if smiles_column is None and ensemble.smiles_column and header.unit != "record":
         try:
@@ -131,7 +136,7 @@ def _data_spec(data: str, ensemble: Ensemble, smiles_column: str | None) -> Data
             raise InputError(
                 f"{header.path}: no label column {name!r} the model predicts (columns: {columns})"
             ) from None
-    return DataSpec(data, smiles_column, list(ensemble.target_names), None, ensemble.task)
+    return DataSpec(data, smiles_column, list(ensemble.target_names), None, ensemble.task, read)
 
 
 @dataclass
@@ -157,9 +162,11 @@ def labeled_molecules(
     default_split: str = "test",
     smiles_column: str | None = None,
     workers: int | None = None,
+    read: ReadOptions = DEFAULT,
 ) -> LabeledMolecules:
     """The molecules a checkpoint is scored (or measured) on: a part of its run's saved split
-    (`data` None; `split`, else `default_split`), or every valid molecule of `data`.
+    (`data` None; `split`, else `default_split`), or every valid molecule of `data` (read with
+    `read`; a saved split's data as the checkpoint's recipe says).
 
     Raises:
         ConfigError: unknown split, or a split other than all with `data`.
@@ -176,7 +183,7 @@ def labeled_molecules(
                 "pass --data to score a file"
             )
         store = load_store(_recipe_spec(ensemble), rwse_steps=ensemble.rwse_steps,
-                           workers=workers, classes=ensemble.classes)
+                           extras=ensemble.extras, workers=workers, classes=ensemble.classes)
         indices = saved_split_indices(splits_path, split, store)
         source_name = f"{store.source} ({split} split of {splits_path})"
     else:
@@ -186,10 +193,10 @@ def labeled_molecules(
                 "part of a run's saved split (omit --data)"
             )
         split = "all"
-        spec = _data_spec(data, ensemble, smiles_column)
+        spec = _data_spec(data, ensemble, smiles_column, read)
         # Labels coded with the model's classes (a file may hold fewer, or in another order).
-        store = load_store(spec, rwse_steps=ensemble.rwse_steps, workers=workers,
-                           classes=ensemble.classes)
+        store = load_store(spec, rwse_steps=ensemble.rwse_steps, extras=ensemble.extras,
+                           workers=workers, classes=ensemble.classes)
         indices = np.arange(len(store))
         source_name = store.source or data
     labels = _labels(store, ensemble.target_names)[indices]
@@ -205,13 +212,16 @@ def evaluate(
     device: str | torch.device = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
+    read: ReadOptions = DEFAULT,
 ) -> Evaluation:
     """Score checkpoints (files or run directories) individually and as an ensemble.
 
     Args:
-        data: data file (CSV/TSV, SD, SMILES) or dataset name whose valid molecules are all
-            scored; None re-scores the run's saved split.
+        data: data file (CSV/TSV, SD, SMILES, Excel, Parquet) or dataset name whose valid
+            molecules are all scored; None re-scores the run's saved split.
         split: test (default), val, train or all; only for a run's saved split.
+        read: delimiter, decimal mark and sheet of `data` (a run's saved split is read as its
+            recipe's data.delimiter, data.decimal and data.sheet say).
 
     Raises:
         CheckpointError, InputError, ConfigError: one-line messages naming the file at fault.
@@ -220,7 +230,7 @@ def evaluate(
         raise ConfigError(f"--split: {split!r} is not one of {', '.join(SPLITS)}")
     ensemble = load_ensemble(models, device)
     labeled = labeled_molecules(ensemble, data, split=split, smiles_column=smiles_column,
-                                workers=workers)
+                                workers=workers, read=read)
     store, indices, y = labeled.store, labeled.indices, labeled.labels
     split, source_name = labeled.split, labeled.source_name
     source = store.batch_source(ensemble.device)

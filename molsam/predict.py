@@ -1,5 +1,7 @@
 """Prediction from checkpoints: one model or an ensemble, streamed over files of any size
-(CSV/TSV, SD, SMILES; molsam.data.formats), always written as CSV (TSV for a .tsv output).
+(CSV/TSV, SD, SMILES, Excel, Parquet; molsam.data.formats), written as CSV (TSV for a .tsv
+output, Parquet for a .parquet output, which keeps a Parquet input's column types:
+molsam.predict_writers).
 
 The checkpoint alone drives everything: featurization (its featurizer spec, RWSE steps
 included), target names, task and target scaler. Nothing but SMILES is needed at predict time.
@@ -20,7 +22,6 @@ renamed over the destination only when complete, so an interrupted run leaves no
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import sys
@@ -36,13 +37,16 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 import torch
 
+from molsam.chem.spec import spec_extras
 from molsam.data.batching import BatchSource
+from molsam.data.formats import file_format, reading_line
+from molsam.data.read_options import DEFAULT, ReadOptions
 from molsam.data.store import GraphStore
 from molsam.data.table import TableHeader, iter_blocks, iter_table
 from molsam.devices import cpu_threads, resolve_device
 from molsam.errors import CheckpointError, ConfigError, InputError
-from molsam.models.gps import GPSModel
 from molsam.outputs import output_file, writes_to
+from molsam.predict_writers import INPUT, NUMBER, TEXT, CsvRows, output_format, parquet_output
 from molsam.train.checkpoint import load_checkpoint, model_from_checkpoint
 from molsam.train.inference import predict_raw, to_output_units
 
@@ -100,13 +104,13 @@ def _seed_key(name: str) -> tuple[int, str]:
 class Ensemble:
     """One or more checkpoints that agree on target names, task, classes and featurizer.
 
-    models: M GPSModels in eval mode on `device`; scalers: M regression scalers (or None);
+    models: M models (GPS or CoMPT) in eval mode on `device`; scalers: M regression scalers (or None);
     classes: [T] class names per target for multiclass (target t owns len(classes[t]) outputs),
     else None.
     """
 
     paths: list[Path]
-    models: list[GPSModel]
+    models: list[torch.nn.Module]
     scalers: list[dict | None]
     target_names: list[str]
     task: str
@@ -130,6 +134,11 @@ class Ensemble:
     @property
     def rwse_steps(self) -> int:
         return int(self.featurizer["rwse_steps"])
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """Featurizer extras the models read (("compt",) for CoMPT), in the featurizer spec."""
+        return spec_extras(self.featurizer)
 
     @property
     def smiles_column(self) -> str | None:
@@ -271,7 +280,8 @@ def predict_smiles(
     """Predict a list of SMILES held in memory (for notebooks; files go through predict_csv)."""
     from molsam.chem.parallel import featurize_many
 
-    arrays = featurize_many(list(smiles), ensemble.rwse_steps, workers=workers)
+    arrays = featurize_many(list(smiles), ensemble.rwse_steps, workers=workers,
+                            extras=ensemble.extras)
     return _block_predictions(ensemble, arrays, len(smiles), batch_size)
 
 
@@ -309,6 +319,7 @@ class PredictSummary:
     valid: int
     invalid: int
     seconds: float
+    read: str = ""  # how the input was read (formats.reading_line)
 
     @property
     def per_second(self) -> float:
@@ -328,7 +339,18 @@ def output_columns(header: TableHeader, ensemble: Ensemble) -> list[str]:
     before does), then `<task>_std` for an ensemble, then molsam_error. Multiclass: per task
     `<task>_<class>` for each class, then `<task>` (the predicted class); an ensemble adds
     `<task>_<class>_std`."""
+    return [name for name, _ in _output_layout(header, ensemble)]
+
+
+def output_kinds(header: TableHeader, ensemble: Ensemble) -> list[str]:
+    """The kind of each output column (molsam.predict_writers: INPUT, NUMBER or TEXT), in the
+    order of output_columns."""
+    return [kind for _, kind in _output_layout(header, ensemble)]
+
+
+def _output_layout(header: TableHeader, ensemble: Ensemble) -> list[tuple[str, str]]:
     columns = [header.columns[i] for i in kept_input_columns(header)]
+    layout = [(name, INPUT) for name in columns]
     taken = set(columns) | {ERROR_COLUMN}
 
     def free(name: str) -> str:
@@ -341,17 +363,17 @@ def output_columns(header: TableHeader, ensemble: Ensemble) -> list[str]:
 
     if ensemble.classes is None:
         names = [free(t) for t in ensemble.target_names]
-        columns += names
+        layout += [(n, NUMBER) for n in names]
         std = [f"{n}_std" for n in names]
     else:
         std = []
         for target, classes in zip(ensemble.target_names, ensemble.classes):
             probabilities = [free(f"{target}_{c}") for c in classes]
-            columns += probabilities + [free(target)]
+            layout += [(n, NUMBER) for n in probabilities] + [(free(target), TEXT)]
             std += [f"{n}_std" for n in probabilities]
     if len(ensemble) > 1:
-        columns += [free(n) for n in std]
-    return columns + [ERROR_COLUMN]
+        layout += [(free(n), NUMBER) for n in std]
+    return layout + [(ERROR_COLUMN, TEXT)]
 
 
 def smiles_column_index(header: TableHeader, ensemble: Ensemble, smiles_column: str | None) -> int:
@@ -409,15 +431,18 @@ def predict_csv(
     workers: int | None = None,
     block_rows: int = BLOCK_ROWS,
     on_progress: Callable[[int], None] | None = None,
+    read: ReadOptions = DEFAULT,
 ) -> PredictSummary:
-    """Stream `input_path` (CSV/TSV, SD or SMILES file, .gz too; an SD file's name and every SD
-    property become input columns) through the ensemble into `output` (a path written
-    atomically, an open text stream, or None / "-" for stdout).
+    """Stream `input_path` (CSV/TSV, SD, SMILES, Excel or Parquet file, .gz too for text; an
+    SD file's name and every SD property become input columns) through the ensemble into
+    `output` (a path written atomically: CSV, TSV for .tsv, Parquet for .parquet; an open text
+    stream, or None / "-" for stdout).
 
     Args:
         workers: featurization processes (default: all cores; 1 featurizes in this process).
         block_rows: rows read, featurized, predicted and written at a time.
         on_progress: called with the number of rows written so far after each block.
+        read: delimiter, decimal mark and sheet of the input (ReadOptions; detected where None).
 
     Raises:
         InputError: unreadable input, missing SMILES column, a malformed line (naming file and
@@ -426,12 +451,15 @@ def predict_csv(
     from molsam.chem.parallel import default_workers, start_pool
 
     start = time.perf_counter()
-    header, rows = iter_table(input_path, workers=workers)  # SD records: parsed by workers
+    kind = output_format(output)  # an Excel output name: refused before any reading
+    # SD records: parsed by workers
+    header, rows = iter_table(input_path, workers=workers, read=read)
     at = smiles_column_index(header, ensemble, smiles_column)
     columns = output_columns(header, ensemble)
     kept = kept_input_columns(header)
-    kept = None if len(kept) == len(header.columns) else kept
-    delimiter = "\t" if str(output).endswith((".tsv", ".tab")) else ","
+    typed_input = kind == "parquet" and file_format(header.path) == "parquet"
+    kept_all, kept = kept, (None if len(kept) == len(header.columns) else kept)
+    delimiter = "\t" if kind == "tsv" else ","
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: expected an int >= 1, got {workers}")
@@ -441,14 +469,20 @@ def predict_csv(
         # torch gets only the cores the featurization workers leave: measured on 2 cores, 2
         # intra-op threads competing with 2 worker processes ran the model ~10x slower.
         threads = min(torch.get_num_threads(), default_workers() - workers)
-        with atomic_output(output) as handle, cpu_threads(ensemble.device, threads):
-            writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
-            writer.writerow(columns)
+        if kind == "parquet":
+            from molsam.data.parquet import TypedColumns
+
+            typed = TypedColumns(header.path, kept_all) if typed_input else None
+            sink = parquet_output(output, columns, output_kinds(header, ensemble), typed)
+        else:
+            sink = _csv_output(output, columns, delimiter)
+        with sink as writer, cpu_threads(ensemble.device, threads):
             # One block in flight: the workers featurize block k+1 while the model scores block k.
             pending: deque[tuple[list[list[str]], list[str], Callable[[], FeaturizedArrays]]]
             pending = deque()
             for block, reasons in iter_blocks(rows, block_rows, header.problems):
-                pending.append((block, reasons, _submit(pool, block, at, ensemble.rwse_steps)))
+                pending.append((block, reasons, _submit(pool, block, at, ensemble.rwse_steps,
+                                                              ensemble.extras)))
                 # Drain to one block in flight (all of them at the end of the file).
                 while len(pending) > 1:
                     done, why, result = pending.popleft()
@@ -466,19 +500,26 @@ def predict_csv(
         if pool is not None:
             pool.terminate()  # on success every job is done; on error, stop at once
             pool.join()
-    return PredictSummary(total, valid, total - valid, time.perf_counter() - start)
+    return PredictSummary(total, valid, total - valid, time.perf_counter() - start,
+                          reading_line(header))
+
+
+@contextmanager
+def _csv_output(output, columns: list[str], delimiter: str) -> Iterator[CsvRows]:
+    with atomic_output(output) as handle:
+        yield CsvRows(handle, columns, delimiter)
 
 
 def _submit(
-    pool, block: list[list[str]], at: int, rwse_steps: int
+    pool, block: list[list[str]], at: int, rwse_steps: int, extras: tuple[str, ...] = ()
 ) -> Callable[[], FeaturizedArrays]:
     from molsam.chem.parallel import featurize_many, submit_many
 
     smiles = [cells[at] for cells in block]
     if pool is None:
-        arrays = featurize_many(smiles, rwse_steps, workers=1)
+        arrays = featurize_many(smiles, rwse_steps, workers=1, extras=extras)
         return lambda: arrays
-    return submit_many(pool, smiles, rwse_steps)
+    return submit_many(pool, smiles, rwse_steps, extras=extras)
 
 
 def _write_block(

@@ -7,6 +7,12 @@ Pipeline (Ray Data, streaming, so memory stays flat whatever the files' sizes):
         molsam.predict.score_block, the same code as single-machine predict)──▶ CSV text per block
       ──driver: one output file per input file, blocks written in order──▶ OUT_DIR/<name>
 
+Parquet: a `.parquet` input is read with pyarrow row group by row group inside its read task
+(molsam.data.parquet) and its output is a `.parquet` file that keeps every input column's type
+(molsam.predict_writers.ParquetRows, fed by the driver). Ray Data's own read_parquet and
+write_parquet are not used: they split and name files their own way, while predict keeps one
+output per input with every row in input order. Excel, SD and SMILES inputs give `.csv` outputs.
+
 Every input row gives one output row, in input order, with the columns of single-machine predict
 (`molsam.predict.output_columns`, molsam_error included). Each output file is written to a
 temporary file in OUT_DIR and renamed into place when complete. The driver only writes text; the
@@ -38,7 +44,10 @@ BLOCK_ROWS = 8192
 
 INSTALL_HINT = "--engine ray needs Ray Data, which is not installed: pip install molsam[ray]"
 #: Input files a folder argument expands to (what molsam's readers take).
-INPUT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".smi", ".smiles", ".sdf", ".sd")
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
+CSV_OUTPUT_SUFFIXES = (".smi", ".smiles", ".sdf", ".sd", ".xlsx", ".xlsm", ".xls")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+INPUT_SUFFIXES = TABLE_SUFFIXES + CSV_OUTPUT_SUFFIXES + PARQUET_SUFFIXES
 
 
 def import_ray():
@@ -80,9 +89,10 @@ def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def output_name(path: Path) -> str:
-    """An input's output file name: the same name without .gz; SD and SMILES files give .csv."""
+    """An input's output file name: the same name without .gz; SD, SMILES and Excel files give
+    .csv (Parquet files .parquet)."""
     name = path.name.removesuffix(".gz")
-    if name.endswith(INPUT_SUFFIXES[4:]):  # .smi, .smiles, .sdf, .sd
+    if name.lower().endswith(CSV_OUTPUT_SUFFIXES):
         name = name.rsplit(".", 1)[0] + ".csv"
     return name
 
@@ -95,17 +105,26 @@ class _FilePlan:
     delimiter: str
     columns: list[str]
     kept: list[int] | None  # input cells copied to the output (kept_input_columns), None: all
+    kinds: list[str] | None = None  # output column kinds for a Parquet output, else None
+    typed: list[int] | None = None  # a Parquet input's kept columns, re-read with their types
 
 
-def _plan(ensemble, inputs: list[Path], out_dir: Path, smiles_column: str | None) -> list[_FilePlan]:
+def _plan(ensemble, inputs: list[Path], out_dir: Path, smiles_column: str | None,
+          read=None) -> list[_FilePlan]:
     """Per input: where its output goes, its SMILES column and output columns (checked here, in
     the driver, so a missing column is one line before any work starts)."""
+    from molsam.data.read_options import DEFAULT
     from molsam.data.table import iter_table
-    from molsam.predict import kept_input_columns, output_columns, smiles_column_index
+    from molsam.predict import (
+        kept_input_columns,
+        output_columns,
+        output_kinds,
+        smiles_column_index,
+    )
 
     plans, taken = [], {}
     for path in inputs:
-        header, _ = iter_table(path)
+        header, _ = iter_table(path, read=read or DEFAULT)
         name = output_name(path)
         if name in taken:
             raise InputError(
@@ -115,24 +134,27 @@ def _plan(ensemble, inputs: list[Path], out_dir: Path, smiles_column: str | None
         taken[name] = path
         delimiter = "\t" if name.endswith((".tsv", ".tab")) else ","
         kept = kept_input_columns(header)
+        parquet = name.lower().endswith(PARQUET_SUFFIXES)
         plans.append(_FilePlan(
             str(path), str(out_dir / name), smiles_column_index(header, ensemble, smiles_column),
             delimiter, output_columns(header, ensemble),
             None if len(kept) == len(header.columns) else kept,
+            output_kinds(header, ensemble) if parquet else None, kept if parquet else None,
         ))
     return plans
 
 
-def _read_blocks(batch: dict, block_rows: int):
+def _read_blocks(batch: dict, block_rows: int, read=None):
     """Ray Data UDF: the blocks of each input file, as rows of (file, seq, payload, last).
 
     payload: JSON of [rows, reasons] for BLOCK_ROWS input rows; each file ends with a marker row
     (last=True, no rows) so the driver knows when a file is complete. Imports no torch or RDKit:
     reader processes stay light."""
+    from molsam.data.read_options import DEFAULT
     from molsam.data.table import iter_blocks, iter_table
 
     for file, path in zip(batch["file"].tolist(), batch["path"].tolist()):
-        header, rows = iter_table(path)
+        header, rows = iter_table(path, read=read or DEFAULT)
         seq = 0
         for block, reasons in iter_blocks(rows, block_rows, header.problems):
             yield _row(file, seq, json.dumps([block, reasons]), False)
@@ -176,7 +198,8 @@ class _Scorer:
                 valids.append(0)
                 continue
             smiles = [cells[plan.smiles_at] for cells in block]
-            arrays = featurize_many(smiles, self.ensemble.rwse_steps, workers=1)
+            arrays = featurize_many(smiles, self.ensemble.rwse_steps, workers=1,
+                                    extras=self.ensemble.extras)
             rows, valid = score_block(
                 self.ensemble, block, arrays, self.batch_size, reasons, plan.kept
             )
@@ -190,6 +213,30 @@ class _Scorer:
             "text": np.array(texts, dtype=object), "rows": np.array(counts),
             "valid": np.array(valids),
         }
+
+
+class _ParquetHandle:
+    """A Parquet output fed with the actors' CSV text: rows parsed back (exactly: CSV quotes
+    every cell that needs it) and written with the input's own column types
+    (molsam.predict_writers.ParquetRows, molsam.data.parquet.TypedColumns)."""
+
+    def __init__(self, plan: _FilePlan, temp: Path):
+        from molsam.data.parquet import TypedColumns
+        from molsam.predict_writers import ParquetRows
+
+        self.typed = TypedColumns(Path(plan.path), plan.typed)
+        self.rows = ParquetRows(temp, plan.columns, plan.kinds, self.typed)
+
+    def write(self, text: str, delimiter: str) -> None:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        if rows:
+            self.rows.writerows(rows)
+
+    def close(self) -> None:
+        try:
+            self.rows.close()
+        finally:
+            self.typed.close()
 
 
 class _Outputs:
@@ -208,18 +255,26 @@ class _Outputs:
         while self.next_seq[file] in self.pending[file]:
             text, last = self.pending[file].pop(self.next_seq[file])
             handle = self._handle(file)
-            handle.write(text)
+            if isinstance(handle, _ParquetHandle):
+                handle.write(text, self.plans[file].delimiter)
+            else:
+                handle.write(text)
             self.next_seq[file] += 1
             if last:
                 self._finish(file)
 
-    def _handle(self, file: int) -> io.TextIOBase:
+    def _handle(self, file: int):
         if file not in self.handles:
             plan = self.plans[file]
             out = Path(plan.out)
             fd, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-            handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
-            csv.writer(handle, delimiter=plan.delimiter, lineterminator="\n").writerow(plan.columns)
+            if plan.kinds is not None:
+                os.close(fd)
+                handle = _ParquetHandle(plan, Path(temp))
+            else:
+                handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+                csv.writer(handle, delimiter=plan.delimiter,
+                           lineterminator="\n").writerow(plan.columns)
             self.handles[file] = (handle, temp)
         return self.handles[file][0]
 
@@ -248,6 +303,7 @@ def predict_files_ray(
     actors: int | None = None,
     device: str = "auto",
     block_rows: int = BLOCK_ROWS,
+    read=None,
 ) -> PredictSummary:
     """Predict every row of every input file on Ray; one output file per input in `out_dir`.
 
@@ -259,6 +315,7 @@ def predict_files_ray(
             "ray://host:10001" connects a Ray client.
         actors: scoring actors (default: one per GPU of the cluster, else one per CPU).
         device: "auto" uses a GPU per actor when the cluster has GPUs.
+        read: delimiter, decimal mark and sheet of every input (molsam.data.read_options).
 
     Raises:
         ConfigError: Ray is not installed (one line saying how to install it).
@@ -274,7 +331,7 @@ def predict_files_ray(
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: is a file; --out must be a folder with --engine ray")
     out.mkdir(parents=True, exist_ok=True)
-    plans = _plan(ensemble, files, out, smiles_column)
+    plans = _plan(ensemble, files, out, smiles_column, read)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -294,7 +351,7 @@ def predict_files_ray(
             override_num_blocks=len(plans),
         )
         blocks = listing.map_batches(
-            _read_blocks, batch_size=1, fn_kwargs={"block_rows": block_rows},
+            _read_blocks, batch_size=1, fn_kwargs={"block_rows": block_rows, "read": read},
             num_cpus=0,  # reading is light; every CPU goes to the scoring actors
         )
         scored = blocks.map_batches(

@@ -184,16 +184,19 @@ class _Prepared:
 
 
 class _DataCache:
-    """Featurizes once per distinct model.pe_steps (the only searchable key that changes the
-    store) and splits once; the split's test part is dropped here, before any training."""
+    """Featurizes once per distinct featurizer (model.pe_steps and, through model.name, the
+    featurizer extras: the only searchable keys that change the store) and splits once; the
+    split's test part is dropped here, before any training."""
 
     def __init__(self, base: Recipe) -> None:
         self.base = base
-        self.cache: dict[int, _Prepared] = {}
+        self.cache: dict[tuple, _Prepared] = {}
         self.test_size = 0
 
     def get(self, recipe: Recipe) -> _Prepared:
-        key = recipe.model.pe_steps
+        from molsam.train.run import recipe_featurizer
+
+        key = recipe_featurizer(recipe)
         if key not in self.cache:
             self.cache[key] = self._prepare(recipe)
         return self.cache[key]

@@ -20,6 +20,7 @@ import numpy as np
 from rdkit import rdBase
 from threadpoolctl import threadpool_limits
 
+from molsam.chem.compt_inputs import COMPT, compt_inputs
 from molsam.chem.features import mols_to_arrays, parse_smiles
 from molsam.chem.scaffolds import scaffold_of
 
@@ -38,6 +39,8 @@ class FeaturizedArrays:
     invalid:     [(position, reason)] for SMILES RDKit rejects
     scaffolds:   [G] Bemis-Murcko scaffold SMILES of each valid molecule, computed by the worker
                  from the molecule it already parsed; None when not asked for (predict)
+    atom_scalars, distances: CoMPT's inputs (molsam.chem.compt_inputs: float32 [A, 8] and
+                 uint8 [sum of squared atom counts]) when the "compt" extra is asked for, else None
     """
 
     valid: np.ndarray
@@ -49,13 +52,17 @@ class FeaturizedArrays:
     bond_codes: np.ndarray
     invalid: list[tuple[int, str]]
     scaffolds: list[str] | None = None
+    atom_scalars: np.ndarray | None = None
+    distances: np.ndarray | None = None
 
     @classmethod
     def concatenate(
-        cls, parts: Sequence["FeaturizedArrays"], rwse_steps: int, scaffolds: bool = False
+        cls, parts: Sequence["FeaturizedArrays"], rwse_steps: int, scaffolds: bool = False,
+        extras: tuple[str, ...] = (),
     ) -> "FeaturizedArrays":
         if not parts:
-            parts = [featurize_chunk(0, [], rwse_steps, scaffolds)]
+            parts = [featurize_chunk(0, [], rwse_steps, scaffolds, extras)]
+        compt = COMPT in extras
         return cls(
             valid=np.concatenate([p.valid for p in parts]),
             atom_counts=np.concatenate([p.atom_counts for p in parts]),
@@ -66,14 +73,18 @@ class FeaturizedArrays:
             bond_codes=np.concatenate([p.bond_codes for p in parts]),
             invalid=[item for p in parts for item in p.invalid],
             scaffolds=[s for p in parts for s in p.scaffolds] if scaffolds else None,
+            atom_scalars=np.concatenate([p.atom_scalars for p in parts]) if compt else None,
+            distances=np.concatenate([p.distances for p in parts]) if compt else None,
         )
 
 
 def featurize_chunk(
-    offset: int, smiles: Sequence[str], rwse_steps: int, scaffolds: bool = False
+    offset: int, smiles: Sequence[str], rwse_steps: int, scaffolds: bool = False,
+    extras: tuple[str, ...] = (),
 ) -> FeaturizedArrays:
     """Featurize `smiles`, whose first element is at position `offset` of the whole input;
-    with `scaffolds`, also each valid molecule's Murcko scaffold (for scaffold splits)."""
+    with `scaffolds`, also each valid molecule's Murcko scaffold (for scaffold splits); with
+    "compt" in `extras`, also CoMPT's atom scalars and distance matrices."""
     valid, mols, invalid = [], [], []
     # BlockLogs is scoped: RDKit's own error lines are replaced by our invalid-row report,
     # without silencing RDKit for the rest of the process.
@@ -89,6 +100,7 @@ def featurize_chunk(
     finally:
         del blocker
     arrays = mols_to_arrays(mols, rwse_steps)
+    compt = compt_inputs(mols) if COMPT in extras else None
     return FeaturizedArrays(
         valid=np.array(valid, dtype=np.int64),
         atom_counts=arrays.atom_counts,
@@ -99,10 +111,12 @@ def featurize_chunk(
         bond_codes=arrays.bond_codes,
         invalid=invalid,
         scaffolds=[scaffold_of(mol) for mol in mols] if scaffolds else None,
+        atom_scalars=None if compt is None else compt.atom_scalars,
+        distances=None if compt is None else compt.distances,
     )
 
 
-def _featurize_job(job: tuple[int, Sequence[str], int, bool]) -> FeaturizedArrays:
+def _featurize_job(job: tuple[int, Sequence[str], int, bool, tuple[str, ...]]) -> FeaturizedArrays:
     return featurize_chunk(*job)
 
 
@@ -158,10 +172,11 @@ def _init_worker() -> None:
 
 
 def _jobs(
-    smiles: Sequence[str], rwse_steps: int, chunk_size: int, scaffolds: bool, workers: int = 1
+    smiles: Sequence[str], rwse_steps: int, chunk_size: int, scaffolds: bool, workers: int = 1,
+    extras: tuple[str, ...] = (),
 ) -> list:
     return [
-        (start, list(smiles[start:stop]), rwse_steps, scaffolds)
+        (start, list(smiles[start:stop]), rwse_steps, scaffolds, tuple(extras))
         for start, stop in chunk_bounds(len(smiles), chunk_size, workers)
     ]
 
@@ -190,14 +205,16 @@ def submit_many(
     smiles: Sequence[str],
     rwse_steps: int,
     chunk_size: int = CHUNK_SIZE,
+    extras: tuple[str, ...] = (),
 ) -> Callable[[], FeaturizedArrays]:
     """Start featurizing `smiles` on `pool` without waiting; returns a function that waits for
     and returns the concatenated arrays (positions relative to `smiles`).
 
     Lets a caller run the model on one block while the workers featurize the next.
     """
-    result = pool.map_async(_featurize_job, _jobs(smiles, rwse_steps, chunk_size, False))
-    return lambda: FeaturizedArrays.concatenate(result.get(), rwse_steps)
+    result = pool.map_async(
+        _featurize_job, _jobs(smiles, rwse_steps, chunk_size, False, extras=extras))
+    return lambda: FeaturizedArrays.concatenate(result.get(), rwse_steps, extras=extras)
 
 
 def featurize_many(
@@ -209,12 +226,14 @@ def featurize_many(
     pool: multiprocessing.pool.Pool | None = None,
     scaffolds: bool = False,
     meanwhile: Callable[[], object] | None = None,
+    extras: tuple[str, ...] = (),
 ) -> FeaturizedArrays:
     """Featurize every SMILES, in input order, with `workers` processes (default: all cores).
 
     `on_progress(n)` is called in the parent with the number of SMILES each finished chunk held.
     `pool` (from start_pool) is used instead of a new pool per call, e.g. when streaming blocks.
     `scaffolds`: the workers also compute each valid molecule's Murcko scaffold.
+    `extras`: optional inputs beside the codes (molsam.chem.spec.FEATURIZER_EXTRAS).
     `meanwhile()` is called once in this process after the workers are started and every chunk
     is handed to them, before their results are awaited (without workers: before featurizing):
     the caller's own next work, such as importing torch to write the store, then overlaps the
@@ -224,7 +243,7 @@ def featurize_many(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     serial = pool is None and (workers == 1 or len(smiles) <= chunk_size)
-    jobs = _jobs(smiles, rwse_steps, chunk_size, scaffolds, 1 if serial else workers)
+    jobs = _jobs(smiles, rwse_steps, chunk_size, scaffolds, 1 if serial else workers, extras)
 
     def collect(results: Iterable[FeaturizedArrays]) -> FeaturizedArrays:
         parts = []
@@ -232,7 +251,7 @@ def featurize_many(
             parts.append(part)
             if on_progress:
                 on_progress(len(job[1]))
-        return FeaturizedArrays.concatenate(parts, rwse_steps, scaffolds)
+        return FeaturizedArrays.concatenate(parts, rwse_steps, scaffolds, extras)
 
     if serial:
         if meanwhile is not None:

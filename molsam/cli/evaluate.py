@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from molsam.cli.predict import DECIMAL_HELP, DELIMITER_HELP, SHEET_HELP
 from molsam.errors import MolsamError
 from molsam.outputs import output_file, writes_to
 
@@ -18,7 +19,7 @@ def evaluate(
         ..., metavar="MODEL...", help="Checkpoint(s) (.pt) or a run directory (all replicates)."
     ),
     data: str = typer.Option(
-        None, "--data", help="Data file (CSV/SD/SMILES) or dataset name to score (default: the run's saved split)."
+        None, "--data", help="Data file (CSV/SD/SMILES/Excel/Parquet) or dataset name to score (default: the run's saved split)."
     ),
     split: str = typer.Option(
         None, "--split", help="test | val | train | all, of the run's saved split (default: test)."
@@ -28,19 +29,31 @@ def evaluate(
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Molecules per pass."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Featurization processes."),
+    delimiter: str = typer.Option(None, "--delimiter", help=DELIMITER_HELP),
+    decimal: str = typer.Option(None, "--decimal", help=DECIMAL_HELP),
+    sheet: str = typer.Option(None, "--sheet", help=SHEET_HELP),
 ) -> None:
     """Metrics per task and averaged over tasks, for each checkpoint and their ensemble."""
     from rich.console import Console
 
     from molsam.cli.main import fail
+    from molsam.data.read_options import ReadOptions
+    from molsam.errors import ConfigError
     from molsam.evaluate import evaluate as run_evaluation
 
+    reading = None
     try:
+        read = ReadOptions.from_options(delimiter, decimal, sheet)
+        if data is None and read != ReadOptions():
+            raise ConfigError("--delimiter, --decimal and --sheet read --data (a run's saved "
+                              "split is read as its recipe says)")
         if out is not None:
             output_file(out, "--out")  # before scoring, not after
+        if data is not None:
+            reading = _reading_line(data, read)
         result = run_evaluation(
             models, data, split=split, smiles_column=smiles_col, device=device,
-            batch_size=batch_size, workers=workers,
+            batch_size=batch_size, workers=workers, read=read,
         )
         if out is not None:
             with writes_to(out, "--out"):
@@ -48,6 +61,8 @@ def evaluate(
     except MolsamError as error:
         raise fail(error) from None
     console = Console()
+    if reading:
+        console.print(reading, highlight=False, markup=False)
     console.print(f"[bold]{result.data}[/]: {result.n} molecules, {len(result.target_names)} "
                   f"{result.task} task(s)")
     console.print(_summary_table(result))
@@ -59,6 +74,14 @@ def evaluate(
             f"{name} {count} task(s)" for name, count in skipped.items()))
     if out is not None:
         console.print(f"wrote {out}")
+
+
+def _reading_line(data: str, read) -> str:
+    """How --data is read (`read eu.csv as ';'-separated with decimal commas`)."""
+    from molsam.data.formats import describe_source
+    from molsam.data.pipeline import DataSpec
+
+    return describe_source(DataSpec(data, read=read).resolve()[0], read)
 
 
 def _cell(value: float | None) -> str:

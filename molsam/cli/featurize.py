@@ -1,4 +1,4 @@
-"""`molsam featurize`: data file (CSV/TSV, SD, SMILES) or dataset name -> store, splits.json and invalid-row report."""
+"""`molsam featurize`: data file (CSV/TSV, SD, SMILES, Excel, Parquet) or dataset name -> store, splits.json and invalid-row report."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import typer
+from molsam.cli.predict import DECIMAL_HELP, DELIMITER_HELP, SHEET_HELP
 from molsam.data.split_names import DEFAULT_SIZES, METHODS
 from molsam.errors import ConfigError, MolsamError
 from molsam.outputs import output_folder, writes_to
@@ -24,7 +25,7 @@ def parse_sizes(text: str) -> tuple[float, float, float]:
 
 
 def featurize(
-    data: str = typer.Argument(..., help="CSV/TSV, SD (.sdf) or SMILES (.smi) file, or dataset name (`molsam datasets`)."),
+    data: str = typer.Argument(..., help="CSV/TSV, SD (.sdf), SMILES (.smi), Excel (.xlsx) or Parquet file, or dataset name (`molsam datasets`)."),
     smiles_col: str = typer.Option(None, "--smiles-col", help="SMILES column [default: smiles]."),
     targets: list[str] = typer.Option(
         None, "--targets", "-t", help="Target column (repeat for several) [default: inferred, ID/name columns never]."
@@ -40,13 +41,18 @@ def featurize(
     workers: int = typer.Option(None, "--workers", "-j", help="Processes [default: all cores]."),
     strict: bool = typer.Option(False, "--strict", help="Invalid SMILES are an error."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Featurize even when cached."),
+    delimiter: str = typer.Option(None, "--delimiter", help=DELIMITER_HELP),
+    decimal: str = typer.Option(None, "--decimal", help=DECIMAL_HELP),
+    sheet: str = typer.Option(None, "--sheet", help=SHEET_HELP),
 ) -> None:
     """Featurize molecules, split them, and write store.pt, splits.json and invalid_rows.csv."""
     from rich.console import Console
 
     from molsam.cli.main import fail
     from molsam.cli.progress import progress_callback
+    from molsam.data.formats import describe_source
     from molsam.data.pipeline import DataSpec, load_store, split_store
+    from molsam.data.read_options import ReadOptions
     from molsam.data.targets import targets_line
 
     console = Console(stderr=True)
@@ -54,7 +60,11 @@ def featurize(
         start = time.perf_counter()
         if out is not None:
             output_folder(out, "--out", create=False)  # before featurizing, not after
-        spec = DataSpec(data, smiles_col, targets or None, id_col, task)
+        read = ReadOptions.from_options(delimiter, decimal, sheet)
+        spec = DataSpec(data, smiles_col, targets or None, id_col, task, read)
+        # How the file is read (delimiter, decimal mark, sheet), stated with the result; an
+        # ambiguous file is refused here, before featurizing.
+        reading = describe_source(spec.resolve()[0], read)
         with progress_callback("featurizing") as update:
             store = load_store(
                 spec, workers=workers, use_cache=not no_cache, strict=strict, on_progress=update
@@ -65,7 +75,8 @@ def featurize(
 
         method_sizes = parse_sizes(sizes)
         indices = split_store(
-            store, split, method_sizes, seed, column=split_column, split_file=split_file
+            store, split, method_sizes, seed, column=split_column, split_file=split_file,
+            read=read,
         )
         stats, warnings = split_statistics(store, indices)
         out = output_folder(out or Path("featurized") / Path(store.source).stem.lower(), "--out")
@@ -84,6 +95,7 @@ def featurize(
         raise fail(error) from None
 
     total = len(store) + len(store.invalid)
+    console.print(reading, highlight=False, markup=False)
     console.print(
         f"[bold]{store.source}[/]: {total} rows, {len(store)} valid, "
         f"{len(store.invalid)} invalid (see {out / 'invalid_rows.csv'}); "

@@ -1,4 +1,4 @@
-"""`molsam predict`: checkpoint(s) or run directory + CSV/SD/SMILES file -> CSV of predictions, row for row."""
+"""`molsam predict`: checkpoint(s) or run directory + CSV/SD/SMILES/Excel/Parquet file -> CSV (or Parquet) of predictions, row for row."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from molsam.errors import MolsamError
 
 
 ENGINES = ("local", "ray")
+DELIMITER_HELP = "CSV delimiter: , ; | or tab [default: detected from the header and first rows]."
+DECIMAL_HELP = "Decimal mark of labels: . or , [default: detected; a comma only with ; tab |]."
+SHEET_HELP = "Excel worksheet to read [default: the first]."
 
 
 def predict(
@@ -20,11 +23,13 @@ def predict(
         "or glob).",
     ),
     input_path: Path = typer.Argument(
-        ..., metavar="INPUT", help="CSV/TSV, SD or SMILES file (.gz too) to predict."
+        ..., metavar="INPUT",
+        help="CSV/TSV, SD or SMILES file (.gz too), Excel workbook or Parquet file to predict.",
     ),
     out: str = typer.Option(
         "-", "--out", "-o",
-        help="Output CSV; '-' writes to stdout. With --engine ray: a folder, one file per input.",
+        help="Output CSV (.tsv: TSV, .parquet: Parquet keeping a Parquet input's column types); "
+        "'-' writes CSV to stdout. With --engine ray: a folder, one file per input.",
     ),
     smiles_col: str = typer.Option(
         None, "--smiles-col", help="SMILES column (default: the training recipe's, else smiles)."
@@ -46,17 +51,22 @@ def predict(
         help="With --engine ray: 'auto' (the cluster this machine is in), ray://HOST:PORT, or none "
         "for a local Ray started by the command.",
     ),
+    delimiter: str = typer.Option(None, "--delimiter", help=DELIMITER_HELP),
+    decimal: str = typer.Option(None, "--decimal", help=DECIMAL_HELP),
+    sheet: str = typer.Option(None, "--sheet", help=SHEET_HELP),
 ) -> None:
     """Predict every row of INPUT; invalid SMILES get empty predictions and a molsam_error."""
     from molsam.cli.main import fail
+    from molsam.data.read_options import ReadOptions
     from molsam.errors import ConfigError
 
     try:
+        read = ReadOptions.from_options(delimiter, decimal, sheet)
         if engine not in ENGINES:
             raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
         if engine == "ray":
             _predict_ray([*models, input_path], out, smiles_col, batch_size, device, workers,
-                         address)
+                         address, read)
             return
         if address:
             raise ConfigError("--address is for --engine ray")
@@ -65,7 +75,7 @@ def predict(
         ensemble = load_ensemble(models, device)
         summary = predict_csv(
             ensemble, input_path, None if out == "-" else out, smiles_column=smiles_col,
-            batch_size=batch_size, workers=workers,
+            batch_size=batch_size, workers=workers, read=read,
         )
     except KeyboardInterrupt:
         # The output is renamed into place only when complete (molsam.predict.atomic_output).
@@ -75,6 +85,7 @@ def predict(
     except MolsamError as error:
         raise fail(error) from None
     members = f"{len(ensemble)} models" if len(ensemble) > 1 else "1 model"
+    typer.echo(summary.read, err=True)
     typer.echo(
         f"{summary.rows} rows, {summary.valid} valid, {summary.invalid} invalid; "
         f"{summary.seconds:.1f} s, {summary.per_second:.0f} molecules/s "
@@ -83,7 +94,7 @@ def predict(
     )
 
 
-def _predict_ray(paths, out, smiles_col, batch_size, device, workers, address) -> None:
+def _predict_ray(paths, out, smiles_col, batch_size, device, workers, address, read) -> None:
     """RUN INPUTS... on Ray Data: one output file per input in the --out folder."""
     from molsam.errors import ConfigError
     from molsam.predict_ray import predict_files_ray
@@ -93,7 +104,7 @@ def _predict_ray(paths, out, smiles_col, batch_size, device, workers, address) -
     run, inputs = paths[0], paths[1:]
     summary = predict_files_ray(
         [run], inputs, out, address=address, smiles_column=smiles_col, batch_size=batch_size,
-        actors=workers, device=device,
+        actors=workers, device=device, read=read,
     )
     typer.echo(
         f"{len(inputs)} input(s), {summary.rows} rows, {summary.valid} valid, "

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from molsam.chem.spec import RDKIT_UNREACHABLE, UNREACHABLE
+
 
 @dataclass
 class GraphBatch:
@@ -36,6 +38,10 @@ class GraphBatch:
                 runs of B_g molecules at L_g slots each, and attn_offset int64 [B] the first
                 slot of each molecule in the buffer of sum_g B_g L_g slots. Set by the CPU's
                 padded batches (molsam.data.buckets.attention_groups).
+    atom_scalars: float32 [N, 8] CoMPT's atom scalars (molsam.chem.compt_inputs), or None
+    distances:  float32 [B, max_atoms, max_atoms] topological distances (1e8 between atoms with
+                no path, 0 in padded slots), or None; both set only from a store featurized
+                with the "compt" extra
     """
 
     atom_codes: Tensor
@@ -50,6 +56,8 @@ class GraphBatch:
     max_atoms: int
     attn_offset: Tensor | None = None
     attn_groups: tuple[tuple[int, int], ...] | None = None
+    atom_scalars: Tensor | None = None
+    distances: Tensor | None = None
 
     @classmethod
     def from_pyg(cls, data: Any, *, max_atoms: int | None = None) -> "GraphBatch":
@@ -114,7 +122,8 @@ class BatchSource:
     """The store's arrays as tensors on one device, plus host copies of the per-molecule counts.
 
     atom_ptr, bond_ptr: int64 [G+1] CSR offsets; atom_codes [A, F_atom]; rwse [A, K];
-    bond_atoms [Mtot, 2] local atom indices; bond_codes [Mtot, F_bond]; y float32 [G, T].
+    bond_atoms [Mtot, 2] local atom indices; bond_codes [Mtot, F_bond]; y float32 [G, T];
+    atom_scalars float32 [A, 8] and distances uint8 [sum_g n_g^2] (CoMPT's inputs) or None.
     """
 
     atom_ptr: Tensor
@@ -126,14 +135,22 @@ class BatchSource:
     y: Tensor | None
     atom_counts_host: np.ndarray
     bond_counts_host: np.ndarray
+    atom_scalars: Tensor | None = None
+    distances: Tensor | None = None
     #: int64 [G] per-molecule atom and bond counts on the device (derived from the offsets).
     atom_counts: Tensor = field(init=False, repr=False)
     bond_counts: Tensor = field(init=False, repr=False)
+    #: int64 [G+1] offsets of each molecule's distance matrix in `distances` (or None).
+    distance_ptr: Tensor | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # On the device once, so a batch gathers its counts there instead of copying them up.
         self.atom_counts = torch.diff(self.atom_ptr)
         self.bond_counts = torch.diff(self.bond_ptr)
+        self.distance_ptr = None
+        if self.distances is not None:
+            squares = self.atom_counts * self.atom_counts
+            self.distance_ptr = torch.cat([squares.new_zeros(1), torch.cumsum(squares, 0)])
 
     @property
     def device(self) -> torch.device:
@@ -177,6 +194,10 @@ class BatchSource:
         edge_index = torch.cat([ends.t(), ends.t().flip(0)], dim=1)
         bond_codes = self.bond_codes[store_bond]
 
+        max_atoms = int(atom_counts_host.max()) if num_graphs else 0
+        distances = None
+        if self.distances is not None:
+            distances = self._gather_distances(idx, atom_counts, atom_counts_host, max_atoms)
         return GraphBatch(
             atom_codes=self.atom_codes[store_atom],
             rwse=self.rwse[store_atom],
@@ -187,5 +208,27 @@ class BatchSource:
             y=None if self.y is None else self.y[idx],
             index=idx,
             num_graphs=num_graphs,
-            max_atoms=int(atom_counts_host.max()) if num_graphs else 0,
+            max_atoms=max_atoms,
+            atom_scalars=None if self.atom_scalars is None else self.atom_scalars[store_atom],
+            distances=distances,
         )
+
+    def _gather_distances(
+        self, idx: Tensor, atom_counts: Tensor, atom_counts_host: np.ndarray, length: int
+    ) -> Tensor:
+        """The batch's distance matrices as float32 [B, L, L] (L = `length`): stored uint8
+        codes, UNREACHABLE read back as RDKit's 1e8, zeros in padded slots."""
+        device = self.device
+        num_graphs = len(atom_counts_host)
+        squares = atom_counts * atom_counts
+        total = int((atom_counts_host * atom_counts_host).sum())
+        pair_graph = torch.repeat_interleave(
+            torch.arange(num_graphs, device=device), squares, output_size=total)
+        pair_start = torch.cumsum(squares, 0) - squares
+        local = torch.arange(total, device=device) - pair_start[pair_graph]
+        n = atom_counts[pair_graph]
+        codes = self.distances[self.distance_ptr[idx][pair_graph] + local]
+        values = torch.where(codes == UNREACHABLE, RDKIT_UNREACHABLE, codes.float())
+        where = pair_graph * (length * length) + (local // n) * length + local % n
+        dense = torch.zeros(num_graphs * length * length, device=device)
+        return dense.index_copy_(0, where, values).view(num_graphs, length, length)

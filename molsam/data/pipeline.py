@@ -1,4 +1,4 @@
-"""Data file (CSV/TSV, SD, SMILES) or dataset name -> featurized GraphStore, through a content-addressed cache.
+"""Data file (CSV/TSV, SD, SMILES, Excel, Parquet) or dataset name -> featurized GraphStore, through a content-addressed cache.
 
 The cache key covers the file's bytes (sha256), the featurizer spec and every reading option, so
 the same file read the same way loads in milliseconds instead of being featurized again, and any
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from molsam.chem.spec import DEFAULT_RWSE_STEPS, featurizer_spec
 from molsam.data.datasets import cache_dir, dataset_info, dataset_path, is_dataset_name
 from molsam.data.formats import READER_VERSION, position_unit
+from molsam.data.read_options import DEFAULT, ReadOptions
 from molsam.data.table import check_binary_labels, iter_table, read_table
 from molsam.data.splits import SplitIndices, make_split
 from molsam.errors import ConfigError, InputError
@@ -31,13 +32,22 @@ TASKS = ("classification", "regression", "multiclass")
 class DataSpec:
     """What to read: a path or dataset name and the columns. None means the default (for a
     named dataset, the registry's choice; for a file: `smiles`, targets inferred as
-    molsam.data.targets describes (ID and name columns never), no ID)."""
+    molsam.data.targets describes (ID and name columns never), no ID). `read`: delimiter,
+    decimal mark and sheet (ReadOptions; detected where None)."""
 
     data: str
     smiles_column: str | None = None
     target_columns: Sequence[str] | None = None
     id_column: str | None = None
     task: str | None = None
+    read: ReadOptions = DEFAULT
+
+    @classmethod
+    def from_config(cls, data) -> DataSpec:
+        """The spec of a recipe's `data` section (molsam.config.DataConfig), its
+        data.delimiter, data.decimal and data.sheet included."""
+        return cls(data.path, data.smiles_column, data.target_columns, data.id_column,
+                   data.task, ReadOptions.from_recipe(data))
 
     def resolve(self) -> tuple[Path, str, list[str] | None, str | None, str | None]:
         """(path, smiles column, target columns, id column, task) with defaults filled in."""
@@ -86,6 +96,7 @@ def load_store(
     spec: DataSpec,
     *,
     rwse_steps: int = DEFAULT_RWSE_STEPS,
+    extras: tuple[str, ...] = (),
     workers: int | None = None,
     use_cache: bool = True,
     strict: bool = False,
@@ -99,6 +110,7 @@ def load_store(
             each column's sorted distinct values.
         on_progress: called as on_progress(done, total) while featurizing.
         strict: an invalid SMILES is an error (naming file, line and reason) instead of a report.
+        extras: featurizer extras (molsam.chem.spec.FEATURIZER_EXTRAS), e.g. ("compt",).
 
     Raises:
         InputError: bad file (see read_table), or not a single valid molecule.
@@ -109,13 +121,14 @@ def load_store(
     source_hash = file_sha256(path)
     options = {
         "hash": source_hash,
-        "spec": featurizer_spec(rwse_steps),
+        "spec": featurizer_spec(rwse_steps, extras),
         "smiles": smiles_column,
         "targets": targets,
         "id": id_column,
         "task": task,
         "classes": None if classes is None else [list(c) for c in classes],
         "reader": READER_VERSION,
+        "read": spec.read.cache_key(),
     }
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
     cached = cache_dir() / "stores" / f"{path.stem}-{key}.pt"
@@ -128,7 +141,9 @@ def load_store(
             _check(store, path, strict)
             return store
 
-    table = read_table(path, smiles_column, targets, id_column, task=task, classes=classes)
+    table = read_table(
+        path, smiles_column, targets, id_column, task=task, classes=classes, read=spec.read
+    )
     if table.task == "classification":
         check_binary_labels(table)  # 0/1/2 would pass as labels and inflate positive rates
     total = len(table)
@@ -144,10 +159,10 @@ def load_store(
 
     arrays = featurize_many(
         table.smiles, rwse_steps, workers=workers, on_progress=progress, scaffolds=True,
-        meanwhile=_store_class,
+        meanwhile=_store_class, extras=extras,
     )
     store = _store_class().from_table_arrays(
-        table, arrays, task=table.task, rwse_steps=rwse_steps
+        table, arrays, task=table.task, rwse_steps=rwse_steps, extras=extras
     )
     store.source_hash = source_hash
     _check(store, path, strict)
@@ -170,9 +185,9 @@ def _check(store: GraphStore, path: Path, strict: bool) -> None:
         )
 
 
-def read_column(path: Path, column: str) -> list[tuple[int, str]]:
+def read_column(path: Path, column: str, read: ReadOptions = DEFAULT) -> list[tuple[int, str]]:
     """(line number, stripped cell) of one column (e.g. a split column) in every data row."""
-    header, rows = iter_table(path)
+    header, rows = iter_table(path, read=read)
     at = header.column_index(column, "split", "--split-column")
     return [(line, cells[at].strip()) for line, cells in rows]
 
@@ -185,13 +200,15 @@ def split_store(
     *,
     column: str | None = None,
     split_file: str | Path | None = None,
+    read: ReadOptions = DEFAULT,
 ) -> SplitIndices:
-    """Split the molecules of a store; `column` names a train/val/test column of its source."""
+    """Split the molecules of a store; `column` names a train/val/test column of its source
+    (read with `read`, the options the store was read with)."""
     column_values = places = None
     if method == "column":
         if not column:
             raise ConfigError("split method 'column' needs a split column (--split-column)")
-        cells = read_column(Path(store.source), column)
+        cells = read_column(Path(store.source), column, read)
         # store.rows maps molecules to data rows, so rows of invalid SMILES shift nothing.
         picked = [cells[row] for row in store.rows]
         column_values = [cell for _, cell in picked]

@@ -63,6 +63,9 @@ class GraphStore:
                  None for a store built without scaffolds (predict's batches)
     classes:     [T] class names per target (multiclass), else None
     ignored:     columns that target inference left out -> why
+    atom_scalars: float32 [A, 8] and distances: uint8 [sum of squared atom counts], CoMPT's
+                 inputs (molsam.chem.compt_inputs) in a store featurized with the "compt"
+                 extra (spec["extras"]), else None
     """
 
     atom_counts: np.ndarray
@@ -85,6 +88,8 @@ class GraphStore:
     scaffolds: list[str] | None = None
     classes: list[list[str]] | None = None
     ignored: dict[str, str] = field(default_factory=dict)
+    atom_scalars: np.ndarray | None = None
+    distances: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -117,17 +122,19 @@ class GraphStore:
         rwse_steps: int = 16,
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
+        extras: tuple[str, ...] = (),
     ) -> "GraphStore":
         """Featurize SMILES (in parallel); invalid ones are left out and listed in `.invalid`.
         The workers also compute each molecule's scaffold (`.scaffold_ids`, `.scaffolds`)."""
         from molsam.chem.parallel import featurize_many  # RDKit: only when featurizing
 
         arrays = featurize_many(
-            smiles, rwse_steps, workers=workers, on_progress=on_progress, scaffolds=True
+            smiles, rwse_steps, workers=workers, on_progress=on_progress, scaffolds=True,
+            extras=extras,
         )
         return cls.from_arrays(
             arrays, smiles, targets, target_names=target_names, ids=ids, lines=lines,
-            task=task, rwse_steps=rwse_steps,
+            task=task, rwse_steps=rwse_steps, extras=extras,
         )
 
     @classmethod
@@ -142,6 +149,7 @@ class GraphStore:
         lines: np.ndarray | None = None,
         task: str | None = None,
         rwse_steps: int = 16,
+        extras: tuple[str, ...] = (),
     ) -> "GraphStore":
         """A store of the valid molecules of featurized input `smiles` (same order as `arrays`);
         `targets` [len(smiles), T] and `ids` are per input row and get subset to the valid ones."""
@@ -165,11 +173,13 @@ class GraphStore:
             rows=keep.astype(np.int32),
             target_names=list(target_names),
             task=task,
-            spec=featurizer_spec(rwse_steps),
+            spec=featurizer_spec(rwse_steps, extras),
             ids=None if ids is None else [ids[i] for i in keep],
             invalid=[InvalidRow(i, int(lines[i]), smiles[i], why) for i, why in arrays.invalid],
             scaffold_ids=scaffold_ids,
             scaffolds=scaffolds,
+            atom_scalars=arrays.atom_scalars,
+            distances=arrays.distances,
         )
 
     @classmethod
@@ -181,14 +191,17 @@ class GraphStore:
         rwse_steps: int = 16,
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
+        extras: tuple[str, ...] = (),
     ) -> "GraphStore":
         """Featurize a table's SMILES (in parallel, scaffolds included) into a store."""
         from molsam.chem.parallel import featurize_many  # RDKit: only when featurizing
 
         arrays = featurize_many(
-            table.smiles, rwse_steps, workers=workers, on_progress=on_progress, scaffolds=True
+            table.smiles, rwse_steps, workers=workers, on_progress=on_progress, scaffolds=True,
+            extras=extras,
         )
-        return cls.from_table_arrays(table, arrays, task=task, rwse_steps=rwse_steps)
+        return cls.from_table_arrays(
+            table, arrays, task=task, rwse_steps=rwse_steps, extras=extras)
 
     @classmethod
     def from_table_arrays(
@@ -198,6 +211,7 @@ class GraphStore:
         *,
         task: str | None = None,
         rwse_steps: int = 16,
+        extras: tuple[str, ...] = (),
     ) -> "GraphStore":
         """A store of a table whose SMILES `featurize_many(..., scaffolds=True)` featurized."""
         store = cls.from_arrays(
@@ -209,6 +223,7 @@ class GraphStore:
             lines=table.lines,
             task=task,
             rwse_steps=rwse_steps,
+            extras=extras,
         )
         store.source = str(table.source)
         store.classes = table.classes
@@ -238,6 +253,8 @@ class GraphStore:
             y=put(self.y),
             atom_counts_host=self.atom_counts.astype(np.int64),
             bond_counts_host=self.bond_counts.astype(np.int64),
+            atom_scalars=None if self.atom_scalars is None else put(self.atom_scalars),
+            distances=None if self.distances is None else put(self.distances),
         )
 
     # ------------------------------------------------------------------------- torch-geometric
@@ -307,6 +324,9 @@ class GraphStore:
             "scaffolds": None if self.scaffolds is None else list(self.scaffolds),
             "classes": self.classes,
             "ignored": dict(self.ignored),
+            # CoMPT's inputs; absent (None) in stores featurized without the "compt" extra.
+            "atom_scalars": None if self.atom_scalars is None else tensor(self.atom_scalars),
+            "distances": None if self.distances is None else tensor(self.distances),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -356,7 +376,13 @@ class GraphStore:
             invalid=[InvalidRow(*item) for item in data["invalid"]],
             classes=data.get("classes"),  # absent in stores written before multiclass
             ignored=data.get("ignored") or {},
+            atom_scalars=_optional_array(data.get("atom_scalars")),
+            distances=_optional_array(data.get("distances")),
         )
+
+
+def _optional_array(value: torch.Tensor | None) -> np.ndarray | None:
+    return None if value is None else value.numpy()
 
 
 _ARRAY_FIELDS = (
@@ -382,6 +408,8 @@ def distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = np.ascontiguousarray(values)
     if len(values) == 0:
         return values, np.zeros(0, dtype=np.int32)
+    if values[0].nbytes == 0:  # rows of no columns (a store without RWSE): one empty row
+        return values[:1], np.zeros(len(values), dtype=np.int32)
     raw = values.view(np.uint8).reshape(len(values), -1)
     digest = _row_digest(raw)
     order = np.argsort(digest)

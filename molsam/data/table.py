@@ -1,8 +1,10 @@
 """Reading tables of SMILES and labels (CSV or TSV) into a MolTable.
 
 Robust to what real files contain: a UTF-8 BOM, CRLF line endings, quoted headers with commas,
-whitespace around SMILES, empty label cells (missing labels, NaN) and gzip compression. Every
-error names the file, the line and the column.
+whitespace around SMILES, empty label cells (missing labels, NaN), gzip compression, and the
+dialects spreadsheets save in other locales: `;`, tab or `|` as delimiter and decimal commas
+(`-11,01`), told from the header and first rows (molsam.data.dialect) or set with --delimiter
+and --decimal. Every error names the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from molsam.data.dialect import (
+    SAMPLE_BYTES,
+    comma_decimal,
+    detect,
+    looks_like_comma_decimal,
+    sample_lines,
+)
+from molsam.data.read_options import DEFAULT, ReadOptions
 from molsam.data.targets import (
     MISSING_LABELS,
     choose_targets,
@@ -34,8 +44,11 @@ csv.field_size_limit(2**31 - 1)  # SMILES of large molecules exceed the 128 KiB 
 class TableHeader:
     """The header of a table file: its path, delimiter and column names (stripped).
 
-    unit: what a row position counts ("line", or "record" in SD files). problems: position ->
-    reason for rows the reader could not read (an unreadable SD record), filled while reading.
+    unit: what a row position counts ("line"; "record" in SD files, "sheet row" in Excel
+    workbooks, "row number" in Parquet files). problems: position -> reason for rows the reader
+    could not read (an unreadable SD record), filled while reading. decimal: the decimal mark of
+    label cells ("." or ","). how: how the file was read, for the line that states it
+    (`as ';'-separated with decimal commas`; formats.reading_line).
     """
 
     path: Path
@@ -43,6 +56,8 @@ class TableHeader:
     columns: tuple[str, ...]
     unit: str = "line"
     problems: dict[int, str] = field(default_factory=dict, compare=False)
+    decimal: str = "."
+    how: str = ""
 
     def column_index(self, name: str, role: str, option: str) -> int:
         """Index of column `name`; an error lists the columns that exist and the option to use.
@@ -67,13 +82,33 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _delimiter(path: Path, first_line: str) -> str:
-    name = path.name.removesuffix(".gz")
-    if name.endswith((".tsv", ".tab")):
-        return "\t"
-    if "\t" in first_line and "," not in first_line:
-        return "\t"
-    return ","
+def _sample(path: Path) -> tuple[bytes, bool]:
+    """The first SAMPLE_BYTES of the file (decompressed) and whether there is more."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as raw:
+            data = raw.read(SAMPLE_BYTES + 1)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    return data[:SAMPLE_BYTES], len(data) > SAMPLE_BYTES
+
+
+def sniff(path: Path, read: ReadOptions = DEFAULT):
+    """The dialect (molsam.data.dialect.Dialect) of a CSV/TSV file, from its first bytes.
+
+    Raises:
+        InputError: an empty file, an undecodable header, an ambiguous delimiter or decimal mark.
+    """
+    raw, truncated = _sample(path)
+    try:
+        lines = sample_lines(raw, truncated)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: line {_first_non_utf8_line(path)}: not a UTF-8 text file ({exc.reason})"
+        ) from None
+    if not lines or not lines[0].strip():
+        raise InputError(f"{path}: empty file (no header line)")
+    return detect(path, lines, read.delimiter, read.decimal)
 
 
 def iter_blocks(
@@ -94,41 +129,47 @@ def iter_blocks(
 
 
 def iter_table(
-    path: str | Path, workers: int | None = 1
+    path: str | Path, workers: int | None = 1, read: ReadOptions = DEFAULT
 ) -> tuple[TableHeader, Iterator[tuple[int, list[str]]]]:
     """Open a table; return its header and an iterator of (line number, cells) per data row.
 
     Streams: nothing but the current row is held in memory. Blank lines are skipped. A row with
     more cells than the header is an error naming its line; a short row is padded with empty cells.
-    SD and SMILES files go to their readers in molsam.data.formats (same interface; positions
-    are SD record numbers there; `workers` processes parse SD records, None: all cores).
+    The delimiter and decimal mark are `read`'s, else detected (molsam.data.dialect).
+    SD, SMILES, Excel and Parquet files go to their readers (molsam.data.formats; same
+    interface; positions are SD record numbers, sheet rows or row numbers there; `workers`
+    processes parse SD records, None: all cores).
     """
     from molsam.data import formats  # formats builds on this module
 
     path = Path(path)
     if formats.file_format(path) != "csv":
-        return formats.read_rows(path, workers)
+        return formats.read_rows(path, workers, read)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a CSV or TSV file")
+    read.check_format("csv", path)
+    dialect = sniff(path, read)
     handle = _open_text(path)
+    reader = csv.reader(handle, delimiter=dialect.delimiter)
     try:
-        first_line = handle.readline()
-    except UnicodeDecodeError as exc:
+        first = next(reader)
+    except UnicodeDecodeError as exc:  # the decoder reads ahead: the bad byte may be below
         handle.close()
         raise InputError(
             f"{path}: line {_first_non_utf8_line(path)}: not a UTF-8 text file ({exc.reason})"
         ) from None
-    if not first_line.strip():
+    except (csv.Error, OSError, EOFError) as exc:
         handle.close()
-        raise InputError(f"{path}: empty file (no header line)")
-    delimiter = _delimiter(path, first_line)
-    handle.close()  # reopen rather than seek: gzip text streams cannot seek back cheaply
-    handle = _open_text(path)
-    reader = csv.reader(handle, delimiter=delimiter)
-    header = TableHeader(path, delimiter, tuple(c.strip() for c in next(reader)))
-    _refuse_duplicate_columns(header, reader.line_num)
+        raise InputError(f"{path}: line 1: cannot read the header ({exc})") from None
+    header = TableHeader(path, dialect.delimiter, tuple(c.strip() for c in first),
+                         decimal=dialect.decimal, how=f"as {dialect.describe()}")
+    try:
+        refuse_duplicate_columns(header, reader.line_num)
+    except InputError:
+        handle.close()
+        raise
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         width = len(header.columns)
@@ -146,6 +187,8 @@ def iter_table(
                 yield reader.line_num, cells
         except csv.Error as exc:
             raise InputError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
+        except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
+            raise InputError(f"{path}: line {reader.line_num}: cannot read ({exc})") from None
         except UnicodeDecodeError as exc:
             # The decoder reads ahead in blocks, so the csv reader's line count lags behind the
             # bad byte: find its line in the raw bytes instead.
@@ -170,15 +213,17 @@ def _first_non_utf8_line(path: Path) -> int:
     return 0
 
 
-def _refuse_duplicate_columns(header: TableHeader, line: int) -> None:
-    """Two columns of one name would become two tasks (or outputs) that cannot be told apart."""
+def refuse_duplicate_columns(header: TableHeader, line: int | None) -> None:
+    """Two columns of one name would become two tasks (or outputs) that cannot be told apart.
+    `line`: the header's position (in header.unit), None where it has none (Parquet)."""
     seen: dict[str, int] = {}
+    where = "" if line is None else f" {header.unit} {line}:"
     for at, name in enumerate(header.columns):
         if not name:
             continue  # unnamed columns (trailing commas) are never chosen by name
         if name in seen:
             raise InputError(
-                f"{header.path}: line {line}: column {name!r} appears twice (columns "
+                f"{header.path}:{where} column {name!r} appears twice (columns "
                 f"{seen[name] + 1} and {at + 1}); rename one"
             )
         seen[name] = at
@@ -193,8 +238,10 @@ def parse_label(cell: str, path: Path, line: int, column: str, unit: str = "line
     try:
         value = float(text)
     except ValueError:
+        hint = " (a decimal comma? read it with --decimal , or data.decimal)" if \
+            looks_like_comma_decimal(text) else ""
         raise InputError(
-            f"{path}: {unit} {line}, column {column!r}: {text!r} is not a number"
+            f"{path}: {unit} {line}, column {column!r}: {text!r} is not a number{hint}"
         ) from None
     if math.isinf(value):
         raise InputError(f"{path}: {unit} {line}, column {column!r}: {text!r} is not finite")
@@ -241,8 +288,10 @@ def read_table(
     *,
     task: str | None = None,
     classes: Sequence[Sequence[str]] | None = None,
+    read: ReadOptions = DEFAULT,
 ) -> MolTable:
-    """Read a CSV/TSV, SD or SMILES file of molecules and labels (molsam.data.formats).
+    """Read a CSV/TSV, SD, SMILES, Excel or Parquet file of molecules and labels
+    (molsam.data.formats).
 
     Args:
         smiles_column: column holding SMILES (case-insensitive fallback).
@@ -253,20 +302,30 @@ def read_table(
         task: classification, regression, multiclass or None (inferred from the labels).
         classes: for multiclass, the class names per target to code labels with (a model's);
             None takes each column's sorted distinct values.
+        read: delimiter, decimal mark and sheet (ReadOptions; None fields: detected).
 
     Raises:
         InputError naming file, line (or SD record) and column: missing column, non-numeric
         label, unknown class, empty file, a file with a header but no data rows, targets that
         cannot be told apart.
     """
-    header, rows = iter_table(path, workers=None)  # all of it is read: SD records on all cores
+    # All of it is read: SD records on all cores.
+    header, rows = iter_table(path, workers=None, read=read)
     smiles_at = header.column_index(smiles_column, "SMILES", "--smiles-col")
     id_at = header.column_index(id_column, "ID", "--id-col") if id_column else None
     records = list(rows)
     if not records:
         if header.unit == "record":
             raise InputError(f"{header.path}: no SD records (an empty SD file)")
+        if header.unit == "row number":
+            raise InputError(f"{header.path}: no data rows (a Parquet file of 0 rows)")
         raise InputError(f"{header.path}: no data rows below the header")
+    if header.decimal == ",":  # label cells only: SMILES and IDs stay as read
+        kept = {smiles_at, id_at} - {None}
+        records = [
+            (position, [c if i in kept else comma_decimal(c) for i, c in enumerate(cells)])
+            for position, cells in records
+        ]
     cells_only = [cells for _, cells in records]
 
     ignored: dict[str, str] = {}

@@ -30,6 +30,7 @@ import torch
 from molsam.optim._base import OptimConfigError, ParamsT, SharpnessAwareOptimizer
 from molsam.optim.aesam import AESAM
 from molsam.optim.graphsam import GraphSAM
+from molsam.optim.graphsam_reference import GraphSAMReference
 from molsam.optim.looksam import LookSAM
 from molsam.optim.rst import RST
 from molsam.optim.sam import SAM
@@ -58,6 +59,8 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sam": SAM,
     "asam": asam,
     "graphsam": GraphSAM,
+    # The reference code's arithmetic (recipes: optim.name graphsam, optim.variant reference).
+    "graphsam_reference": GraphSAMReference,
     "samk": SAMK,
     "looksam": LookSAM,
     "aesam": AESAM,
@@ -166,6 +169,7 @@ __all__ = [
     "AESAM",
     "BASE_OPTIMIZERS",
     "GraphSAM",
+    "GraphSAMReference",
     "LookSAM",
     "NoamLR",
     "OPTIMIZERS",

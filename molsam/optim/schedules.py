@@ -6,6 +6,10 @@
 - `noam_lr` / `NoamLR`: the learning-rate schedule the GraphSAM paper trains with, as in
   chemprop's NoamLR: linear warm-up from init_lr to max_lr, then exponential decay that reaches
   final_lr at the last step. Step-based (one scheduler step per optimizer step).
+- `transformer_lr` / `TransformerLR`: Vaswani et al.'s warm-up schedule ("Attention Is All You
+  Need", NeurIPS 2017, eq. 3), which the GraphSAM reference code gives its Adam baseline
+  (its `ScheduledOptim`) while SAM and GraphSAM get Noam.
+- `reference_decay`: the compounding ρ (and radius) decay of the GraphSAM reference code.
 """
 
 from __future__ import annotations
@@ -39,6 +43,29 @@ def rho_schedule_is_step(schedule: str, optimizer_name: str) -> bool:
     if schedule not in ("auto", "step", "constant"):
         raise OptimConfigError(f"rho schedule must be auto, step or constant, got {schedule!r}")
     return schedule == "step" or (schedule == "auto" and optimizer_name == "graphsam")
+
+
+def reference_decay(epoch: int, gamma: float = 0.5, every: int = 1) -> float:
+    """The factor the GraphSAM reference code has multiplied ρ and radius by at `epoch`.
+
+    It multiplies the current values by gamma ** (k / every) at every epoch k divisible by
+    `every`, so by epoch k the factor is gamma ** (M (M + 1) / 2), M = k // every (with gamma 0.5
+    and every 1: 1, 0.5, 0.125, 0.0156, ~1e-3 at epochs 0-4). Pure (molsam computes it from the
+    epoch; the reference keeps the running product).
+    """
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise OptimConfigError(f"every must be an integer >= 1, got {every!r}")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise OptimConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
+    m = epoch // every
+    return gamma ** (m * (m + 1) / 2)
+
+
+def set_group_value(optimizer: torch.optim.Optimizer, key: str, value: float) -> None:
+    """Write `value` into every param group that has `key` (e.g. the reference's radius)."""
+    for group in optimizer.param_groups:
+        if key in group:
+            group[key] = value
 
 
 def set_rho(optimizer: torch.optim.Optimizer, rho: float) -> None:
@@ -162,3 +189,42 @@ class NoamLR(LRScheduler):
         # `last_epoch` counts scheduler steps, i.e. optimizer steps here.
         return self.lr_at(max(self.last_epoch, 0))
 
+
+
+def transformer_lr(step: int, *, factor: float, d_model: int, warmup_steps: int) -> float:
+    """factor * d_model^-0.5 * min(t^-0.5, t * warmup_steps^-1.5) with t = step + 1 (the
+    reference counts steps from 1); peaks at t = warmup_steps."""
+    if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 1:
+        raise OptimConfigError(f"warmup_steps must be an integer >= 1, got {warmup_steps!r}")
+    if step < 0:
+        raise OptimConfigError(f"step must be >= 0, got {step!r}")
+    t = step + 1
+    return factor * d_model ** -0.5 * min(t ** -0.5, t * warmup_steps ** -1.5)
+
+
+class TransformerLR(LRScheduler):
+    """The transformer warm-up schedule (`transformer_lr`) as a torch LR scheduler; call
+    `scheduler.step()` after every optimizer step. The lr in force for optimizer step t (from
+    0) is transformer_lr(t), as the reference sets it just before each step.
+
+    Args:
+        optimizer: the optimizer whose groups' `lr` is set (the same lr for every group).
+        factor: the reference's `warmup_factor` (per dataset, 0.1-0.2).
+        d_model: the model width (256 in every CoMPT setting).
+        warmup_epochs, steps_per_epoch: warm-up length (the reference: 30 epochs).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, factor: float, d_model: int,
+                 warmup_epochs: float, steps_per_epoch: int, last_epoch: int = -1) -> None:
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+            raise OptimConfigError(f"factor must be a finite number > 0, got {factor!r}")
+        self.factor, self.d_model = float(factor), int(d_model)
+        self.warmup_steps = max(1, int(round(warmup_epochs * steps_per_epoch)))
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, step: int) -> float:
+        return transformer_lr(step, factor=self.factor, d_model=self.d_model,
+                              warmup_steps=self.warmup_steps)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        return [self.lr_at(max(self.last_epoch, 0))] * len(self.optimizer.param_groups)

@@ -31,10 +31,10 @@ import torch
 from torch import Tensor
 
 import molsam
-from molsam.chem.spec import FEATURIZER_VERSION, featurizer_spec
+from molsam.chem.spec import FEATURIZER_VERSION, featurizer_spec, spec_extras
 from molsam.config import Recipe, recipe_to_dict
 from molsam.errors import CheckpointError
-from molsam.models.gps import GPSModel
+from molsam.models import build_model, featurizer_options
 
 FORMAT = "molsam-checkpoint"
 FORMAT_VERSION = 1
@@ -279,7 +279,7 @@ def _installed_version(distribution: str) -> str | None:
 
 
 def build_checkpoint(
-    model: GPSModel,
+    model: torch.nn.Module,
     *,
     target_names: list[str],
     task: str,
@@ -296,7 +296,7 @@ def build_checkpoint(
     """Collect a checkpoint payload (pass it to save_checkpoint).
 
     Args:
-        model: the trained GPSModel; weights are copied to the CPU so the file loads anywhere.
+        model: the trained model (GPS or CoMPT); weights are copied to the CPU so the file loads anywhere.
         target_names: T target column names, in the order of the model's outputs.
         task: "classification" or "regression".
         recipe: the resolved Recipe (or its recipe_to_dict form).
@@ -342,7 +342,7 @@ def build_checkpoint(
         "format_version": FORMAT_VERSION,
         "model_config": model.config(),
         "model_state": state,
-        "featurizer": featurizer_spec(model.pe_steps),
+        "featurizer": featurizer_spec(*featurizer_options(model)),
         "target_names": target_names,
         "task": task,
         "classes": classes,
@@ -367,7 +367,7 @@ def feature_spec_matches(ckpt: dict) -> bool:
     spec = ckpt.get("featurizer")
     if not isinstance(spec, dict) or "rwse_steps" not in spec:
         return False
-    return spec == featurizer_spec(spec["rwse_steps"])
+    return spec == featurizer_spec(spec["rwse_steps"], spec_extras(spec))
 
 
 def check_feature_spec(ckpt: dict) -> None:
@@ -382,7 +382,10 @@ def check_feature_spec(ckpt: dict) -> None:
             f"molsam {molsam.__version__} has version {FEATURIZER_VERSION}: retrain the model "
             f"or use the molsam version that made it ({ckpt.get('versions', {}).get('molsam')})"
         )
-    current = featurizer_spec(spec["rwse_steps"])
+    try:
+        current = featurizer_spec(spec["rwse_steps"], spec_extras(spec))
+    except ValueError as exc:  # extras this molsam does not know
+        raise CheckpointError(f"checkpoint featurizer: {exc}") from None
     for key in current:
         if spec.get(key) != current[key]:
             raise CheckpointError(
@@ -393,21 +396,24 @@ def check_feature_spec(ckpt: dict) -> None:
 
 def model_from_checkpoint(
     ckpt: dict, device: str | torch.device | None = None
-) -> GPSModel:
-    """Rebuild the GPSModel from its config, load its weights and put it in eval mode.
+) -> torch.nn.Module:
+    """Rebuild the model (GPS or CoMPT) from its config, load its weights, put it in eval mode.
 
     Raises:
         CheckpointError: featurizer mismatch, or a config/weights pair that does not fit.
     """
     check_feature_spec(ckpt)
     try:
-        model = GPSModel(**ckpt["model_config"])
+        model = build_model(ckpt["model_config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint model config is invalid: {exc}") from None
-    if model.pe_steps != ckpt["featurizer"]["rwse_steps"]:
+    if featurizer_options(model) != (ckpt["featurizer"]["rwse_steps"],
+                                     spec_extras(ckpt["featurizer"])):
         raise CheckpointError(
-            f"checkpoint model expects pe_steps={model.pe_steps} but its featurizer made "
-            f"rwse_steps={ckpt['featurizer']['rwse_steps']}"
+            f"checkpoint model expects pe_steps={model.pe_steps} and featurizer extras "
+            f"{list(featurizer_options(model)[1])} but its featurizer made "
+            f"rwse_steps={ckpt['featurizer']['rwse_steps']} with extras "
+            f"{list(spec_extras(ckpt['featurizer']))}"
         )
     try:
         model.load_state_dict(ckpt["model_state"])

@@ -30,11 +30,19 @@ from molsam.data.batching import BatchSource, GraphBatch
 from molsam.data.splits import SplitIndices
 from molsam.devices import resolve_precision
 from molsam.errors import CheckpointError
-from molsam.models.gps import GPSModel
+from molsam.models import build_model
 from molsam.optim import build_optimizer, reanchor, valid_keywords
 from molsam.data.buckets import size_sorted_order
 from molsam.optim.placement import settle_optimizer_state
-from molsam.optim.schedules import NoamLR, rho_at, rho_schedule_is_step, set_rho
+from molsam.optim.schedules import (
+    NoamLR,
+    TransformerLR,
+    reference_decay,
+    rho_at,
+    rho_schedule_is_step,
+    set_group_value,
+    set_rho,
+)
 from molsam.train.distributed import Distributed
 from molsam.train.checkpoint import (
     build_checkpoint,
@@ -50,7 +58,7 @@ from molsam.train.metrics import default_metric, is_better, metric_names, task_m
 
 
 #: Optimizer keywords that come straight from `optim:` when the algorithm accepts them.
-_ALGORITHM_KEYS = ("rho", "beta", "k", "alpha")
+_ALGORITHM_KEYS = ("rho", "beta", "k", "alpha", "radius")
 
 
 @dataclass
@@ -102,7 +110,8 @@ def make_optimizer(
     passed with their names, so ASAM tells weights from biases as its authors' code does.
     """
     o = recipe.optim
-    accepted = set(valid_keywords(o.name))
+    name = optimizer_name(recipe)
+    accepted = set(valid_keywords(name))
     kwargs = {"lr": o.lr, "weight_decay": o.weight_decay}
     for key in _ALGORITHM_KEYS:
         value = getattr(o, key)
@@ -112,8 +121,44 @@ def make_optimizer(
         kwargs["total_steps"] = recipe.train.epochs * steps_per_epoch
     if recipe.train.log_sam_cosine:
         kwargs["track_sam_cosine"] = True
+    if "loss_weighted" in accepted:
+        kwargs["loss_weighted"] = recipe.train.loss_weighting == "loss"
     kwargs.update(o.extra)
-    return build_optimizer(o.name, parameter_groups(model, o.perturb), **kwargs)
+    return build_optimizer(name, parameter_groups(model, o.perturb), **kwargs)
+
+
+def optimizer_name(recipe: Recipe) -> str:
+    """The molsam.optim name a recipe trains with: optim.name, or "graphsam_reference" for
+    GraphSAM's reference variant."""
+    o = recipe.optim
+    return "graphsam_reference" if o.name == "graphsam" and o.variant == "reference" else o.name
+
+
+def model_from_recipe(recipe: Recipe, outputs: int) -> torch.nn.Module:
+    """The model `recipe.model` describes, with `outputs` outputs (GPS or CoMPT)."""
+    m = recipe.model
+    if m.name == "compt":
+        config = {"name": "compt", "hidden": m.hidden, "layers": m.layers, "heads": m.heads,
+                  "dropout": m.dropout, "kernel": m.kernel, "norm": m.norm,
+                  "pooling": m.pooling, "head_layers": m.head_layers}
+    else:
+        config = {"hidden": m.hidden, "layers": m.layers, "heads": m.heads,
+                  "dropout": m.dropout, "pe_steps": m.pe_steps, "pooling": m.pooling,
+                  "attn_dropout": m.attn_dropout}
+    return build_model({**config, "num_tasks": outputs})
+
+
+def epoch_rho(recipe: Recipe, epoch: int) -> tuple[float, float | None]:
+    """(rho, radius) for `epoch`: GraphSAM's reference variant compounds both down
+    (reference_decay); otherwise rho follows rho_at when its schedule applies and radius is
+    None (no optimizer but the reference variant has one)."""
+    o = recipe.optim
+    if o.name == "graphsam" and o.variant == "reference":
+        factor = reference_decay(epoch, o.gamma, o.rho_every)
+        return o.rho * factor, o.radius * factor
+    if rho_schedule_is_step(o.rho_schedule, o.name):
+        return rho_at(epoch, o.rho, o.gamma, o.rho_every), None
+    return o.rho, None
 
 
 def parameter_groups(model: torch.nn.Module, perturb: str) -> list[dict]:
@@ -135,11 +180,11 @@ def parameter_groups(model: torch.nn.Module, perturb: str) -> list[dict]:
 def warmup_epochs(recipe: Recipe) -> tuple[float, str | None]:
     """The Noam warm-up to use, and a message when the recipe's had to be shortened.
 
-    A warm-up as long as training (or longer) would leave no decay phase and, at the extreme, no
+    A warm-up as long as the decay (training, unless optim.decay_epochs is set) or longer would leave no decay phase and, at the extreme, no
     step at the peak learning rate; it is cut to half of the epochs (a pure function of the recipe,
     so every replicate and a resumed run agree).
     """
-    wanted, epochs = recipe.optim.warmup_epochs, recipe.train.epochs
+    wanted, epochs = recipe.optim.warmup_epochs, recipe.optim.decay_epochs or recipe.train.epochs
     if wanted < epochs:
         return wanted, None
     used = epochs / 2
@@ -148,6 +193,24 @@ def warmup_epochs(recipe: Recipe) -> tuple[float, str | None]:
         f"warming up over {used:g} epoch(s) instead (set optim.warmup_epochs below train.epochs "
         "to choose)"
     )
+
+
+def make_scheduler(
+    recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The recipe's learning-rate schedule (None: a constant lr). Noam decays over
+    optim.decay_epochs (train.epochs when unset), then stays at final_lr."""
+    o, epochs = recipe.optim, recipe.train.epochs
+    if o.schedule == "noam":
+        return NoamLR(
+            optimizer, warmup_epochs=warmup_epochs(recipe)[0],
+            total_epochs=o.decay_epochs or epochs, steps_per_epoch=steps_per_epoch,
+            init_lr=o.init_lr, max_lr=o.lr, final_lr=o.final_lr,
+        )
+    if o.schedule == "transformer":
+        return TransformerLR(optimizer, factor=o.warmup_factor, d_model=recipe.model.hidden,
+                             warmup_epochs=o.warmup_epochs, steps_per_epoch=steps_per_epoch)
+    return None
 
 
 class ReplicateTrainer:
@@ -196,30 +259,22 @@ class ReplicateTrainer:
         self.present = ~np.isnan(labels)  # [G, T] host copy: label counts per global batch
 
         self.rng = seed_everything(seed)
-        m = recipe.model
-        self.model = GPSModel(
-            outputs, hidden=m.hidden, layers=m.layers, heads=m.heads,
-            dropout=m.dropout, pe_steps=m.pe_steps, pooling=m.pooling,
-            attn_dropout=m.attn_dropout,
-        ).to(device)
+        self.model = model_from_recipe(recipe, outputs).to(device)
+        self.loss_weighted = recipe.train.loss_weighting == "loss"
         self.dist.broadcast_parameters(self.model)
         #: Adam with capturable=True (device-side step counters), for CUDA-graph steps.
         self.capturable = False
         t = recipe.train
         self.steps_per_epoch = max(1, math.ceil(len(split.train) / t.batch_size))
         self.optimizer = make_optimizer(recipe, self.model, self.steps_per_epoch)
-        self.scheduler = None
-        if recipe.optim.schedule == "noam":
-            self.scheduler = NoamLR(
-                self.optimizer, warmup_epochs=warmup_epochs(recipe)[0], total_epochs=t.epochs,
-                steps_per_epoch=self.steps_per_epoch, init_lr=recipe.optim.init_lr,
-                max_lr=recipe.optim.lr, final_lr=recipe.optim.final_lr,
-            )
+        self.scheduler = make_scheduler(recipe, self.optimizer, self.steps_per_epoch)
         # Static shapes (molsam.train.static): padded batches, CUDA graphs on CUDA.
         self.static: StaticSteps | None = None
         # Not combined with data parallelism yet: a multi-process run takes the eager step,
         # whose closure all-reduces the gradients (molsam.train.distributed).
-        if use_static_shapes(t.static_shapes, device) and not self.dist.enabled:
+        # CoMPT's batches carry distance matrices the padded buckets do not lay out: eager.
+        if (use_static_shapes(t.static_shapes, device) and not self.dist.enabled
+                and recipe.model.name == "gps"):
             capture = (device.type == "cuda" and recipe.optim.name in CAPTURABLE_OPTIMIZERS
                        and not t.log_sam_cosine)
             self.capturable = capture
@@ -307,7 +362,9 @@ class ReplicateTrainer:
             with self._autocast():
                 output = self.model(batch)
             loss = masked_loss(output.float(), targets, self.task, self.num_classes, denominator)
-            loss.backward()
+            # train.loss_weighting "loss": the gradient is L * grad L, as the GraphSAM reference
+            # code's closures compute it (`loss.backward(loss)`).
+            loss.backward(loss.detach() if self.loss_weighted else None)
             # Inside the closure: every backward pass (SAM's two, GraphSAM's re-anchor) is
             # summed over ranks before the optimizer reads a gradient. No-op for one process.
             return self.dist.all_reduce_gradients(self.model.parameters(), loss)
@@ -348,10 +405,10 @@ class ReplicateTrainer:
                 break
             started = time.perf_counter()
             self.model.train()
-            rho = o.rho
-            if rho_schedule_is_step(o.rho_schedule, o.name):
-                rho = rho_at(epoch, o.rho, o.gamma, o.rho_every)
+            rho, radius = epoch_rho(self.recipe, epoch)
             set_rho(self.optimizer, rho)
+            if radius is not None:
+                set_group_value(self.optimizer, "radius", radius)
             if epoch % o.reanchor_every == 0:
                 reanchor(self.optimizer)
             order = train_index[self.rng.permutation(len(train_index))]

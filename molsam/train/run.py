@@ -47,6 +47,14 @@ log = logging.getLogger("molsam")
 LOCK_FILE = ".molsam.lock"
 
 
+def recipe_featurizer(recipe: Recipe) -> tuple[int, tuple[str, ...]]:
+    """(RWSE steps, featurizer extras) the recipe's model reads: GPS its model.pe_steps; CoMPT
+    no RWSE and the "compt" extra (molsam.chem.compt_inputs)."""
+    if recipe.model.name == "compt":
+        return 0, ("compt",)
+    return recipe.model.pe_steps, ()
+
+
 def load_recipe_data(
     recipe: Recipe, on_progress: Callable[[int, int], None] | None = None
 ) -> GraphStore:
@@ -54,7 +62,8 @@ def load_recipe_data(
     d = recipe.data
     store = load_store(
         DataSpec(d.path, d.smiles_column, d.target_columns, d.id_column, d.task),
-        rwse_steps=recipe.model.pe_steps,
+        rwse_steps=recipe_featurizer(recipe)[0],
+        extras=recipe_featurizer(recipe)[1],
         workers=recipe.train.workers or None,
         on_progress=on_progress,
     )

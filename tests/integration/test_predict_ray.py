@@ -56,6 +56,7 @@ def _ray_predict_equals_single_machine(tmp_path: Path) -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         _check_ray_predict(tmp_path)
+        _check_ray_parquet_and_excel(tmp_path / "formats")
     finally:
         ray.shutdown()
 
@@ -97,3 +98,44 @@ def _check_ray_predict(tmp_path: Path) -> None:
                                  "-o", str(tmp_path / "cli"), "--smiles-col", "nope"])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "no SMILES column 'nope'" in result.stderr
+
+
+def _check_ray_parquet_and_excel(tmp_path: Path) -> None:
+    """A Parquet input gives a Parquet output with the input's column types, an Excel input a
+    CSV output; both equal single-machine predict row for row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.spreadsheets import write_parquet, write_xlsx
+
+    run, _ = make_run(tmp_path / "run", steps=1)
+    folder = tmp_path / "inputs"
+    folder.mkdir(parents=True)
+    smiles = SMILES + ["not a smiles"]
+    write_parquet(folder / "lib.parquet", {
+        "id": pa.array(range(len(smiles)), pa.int16()), "smiles": smiles,
+        "w": pa.array([i / 4 for i in range(len(smiles))], pa.float32()),
+    }, row_group_size=7)
+    write_xlsx(folder / "sheet.xlsx", [["smiles", "id"], *[[s, i] for i, s in enumerate(smiles)]])
+    out = tmp_path / "out"
+
+    from molsam.predict_ray import predict_files_ray
+
+    summary = predict_files_ray([run], [folder], out, block_rows=4, actors=2, device="cpu")
+    assert (summary.rows, summary.invalid) == (2 * len(smiles), 2)
+    assert sorted(p.name for p in out.iterdir()) == ["lib.parquet", "sheet.csv"]
+    ensemble = load_ensemble([run], "cpu")
+    local = tmp_path / "local.parquet"
+    predict_csv(ensemble, folder / "lib.parquet", local, workers=1, block_rows=3)
+    ours, theirs = pq.read_table(out / "lib.parquet"), pq.read_table(local)
+    assert ours.schema == theirs.schema and ours.schema.field("id").type == pa.int16()
+    assert ours.drop(["y"]).equals(theirs.drop(["y"]))
+    assert ours.column("y").to_pylist()[:-1] == pytest.approx(theirs.column("y").to_pylist()[:-1],
+                                                              abs=1e-6)
+    assert ours.column("y").to_pylist()[-1] is None
+    predict_csv(ensemble, folder / "sheet.xlsx", tmp_path / "local.csv", workers=1)
+    ours, theirs = _table(out / "sheet.csv"), _table(tmp_path / "local.csv")
+    assert ours[0] == theirs[0] == ["smiles", "id", "y", "molsam_error"]
+    assert [r[:2] + r[3:] for r in ours] == [r[:2] + r[3:] for r in theirs]
+    assert [float(r[2]) for r in ours[1:-1]] == pytest.approx([float(r[2]) for r in theirs[1:-1]],
+                                                             abs=1e-6)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from molsam.config import (
+    COMPT_KEYS,
     ModelConfig,
     Recipe,
     apply_overrides,
@@ -17,7 +18,7 @@ from molsam.config import (
     save_recipe,
 )
 from molsam.errors import ConfigError
-from molsam.models import GPSModel
+from molsam.models import CoMPTModel, GPSModel
 
 
 def error_of(d: dict) -> str:
@@ -47,8 +48,17 @@ def test_minimal_recipe_takes_every_default() -> None:
 
 def test_model_defaults_equal_gps_model_defaults() -> None:
     params = inspect.signature(GPSModel).parameters
+    compt_only = ("name",) + COMPT_KEYS
     for name, value in vars(ModelConfig()).items():
-        assert params[name].default == value, name
+        if name not in compt_only:
+            assert params[name].default == value, name
+    assert ModelConfig().name == "gps"
+
+
+def test_compt_keys_default_to_compt_model_defaults() -> None:
+    params = inspect.signature(CoMPTModel).parameters
+    for name in COMPT_KEYS:
+        assert params[name].default == getattr(ModelConfig(), name), name
 
 
 @pytest.mark.parametrize(
