@@ -63,6 +63,8 @@ MODEL_POOLINGS = {"gps": POOLINGS, "compt": ("gru", "mean")}
 COMPT_KEYS = ("kernel", "norm", "head_layers")
 COMPT_KERNELS = ("exp", "softmax")
 COMPT_NORMS = ("layer", "scale")
+#: model.mol_features: molecule-level features joined before the head (molsam.chem.descriptors).
+MOL_FEATURES = ("rdkit2d", "morgan_count")
 OPTIMIZERS = ("adam", "sam", "asam", "graphsam", "samk", "looksam", "aesam", "rst")
 #: "transformer": Vaswani et al.'s warm-up schedule, which the GraphSAM reference code gives its
 #: Adam baseline (molsam.optim.schedules.TransformerLR).
@@ -73,6 +75,11 @@ GRAPHSAM_VARIANTS = ("paper", "reference")
 #: train.loss_weighting: "loss" back-propagates with the loss as weight (L * grad L), as the
 #: GraphSAM reference code's closures do.
 LOSS_WEIGHTINGS = ("none", "loss")
+#: train.freeze when fine-tuning (molsam.train.finetune).
+FREEZE = ("none", "encoder", "embeddings")
+#: train.loss (same as molsam.train.losses.LOSSES; no torch import here): "mse" on standardized
+#: targets, or "mve": a mean and a variance per regression target trained with the Gaussian NLL.
+LOSSES = ("mse", "mve")
 #: rho over epochs: "step" is GraphSAM's gradient-ball decay rho * gamma^(epoch // rho_every);
 #: "constant" keeps rho; "auto" is "step" for graphsam (the paper's) and "constant" for every
 #: other optimizer (the baselines' own papers use a constant radius).
@@ -241,6 +248,9 @@ class ModelConfig(_Frozen):
     kernel: Choice(COMPT_KERNELS) = "exp"
     norm: Choice(COMPT_NORMS) = "layer"
     head_layers: Integer(1) = 2
+    # rdkit2d: RDKit's 2-D descriptors; morgan_count: radius-2 Morgan counts (2,048 columns);
+    # scaled on the training split and joined to the pooled graph representation.
+    mol_features: tuple[Choice(MOL_FEATURES), ...] = ()
 
 
 class OptimConfig(_Frozen):
@@ -261,6 +271,8 @@ class OptimConfig(_Frozen):
     # step (from 1), w = warmup_epochs * steps per epoch.
     warmup_factor: Number(gt=0.0) = 1.0
     weight_decay: Number(ge=0.0) = 0.0
+    # Fine-tuning (train.init_from): the encoder's learning rate is lr * encoder_lr_scale.
+    encoder_lr_scale: Number(gt=0.0) = 1.0
     # rho and rho_every: not the paper's 0.05 halved every epoch, which lost on bbbp's
     # validation (0.9487 against 0.9526, 5 seeds); rho 0.005 halved every 10 epochs had the best
     # GraphSAM validation score on 5 of the 6 paper datasets (docs/RESULTS.md, issue 9).
@@ -295,7 +307,11 @@ class TrainConfig(_Frozen):
     sort_by_size: batch molecules of similar size together (less attention padding; changes
     which molecules share a batch, so results differ from an unsorted run).
     devices: processes `molsam train` launches through torchrun (one per GPU, or gloo processes
-    on CPUs) when not already started by torchrun; batch_size is the global batch over them."""
+    on CPUs) when not already started by torchrun; batch_size is the global batch over them.
+    loss: regression only. mse: squared error on standardized targets. mve: mean-variance
+    estimation (Nix & Weigend 1994): the model predicts a mean and a variance per target and
+    trains on their Gaussian negative log-likelihood; metrics and early stopping stay on the
+    mean, and predictions carry a sigma."""
 
     epochs: Integer(1) = 30
     batch_size: Integer(1) = 32
@@ -313,6 +329,11 @@ class TrainConfig(_Frozen):
     sort_by_size: Annotated[bool, Strict()] = False
     devices: Integer(1) = 1
     loss_weighting: Choice(LOSS_WEIGHTINGS) = "none"
+    # Fine-tuning: start from a trained model's encoder (a checkpoint, or a run directory: the
+    # replicate with the same seed); freeze none, the encoder or its input embeddings.
+    init_from: Text | None = None
+    freeze: Choice(FREEZE) = "none"
+    loss: Choice(LOSSES) = "mse"
 
 
 SECTIONS: dict[str, type[_Frozen]] = {
@@ -589,6 +610,9 @@ class Recipe(_Frozen):
         if model.pooling not in allowed:
             raise _molsam_error("model.pooling", f"{model.pooling!r} is not a {model.name} "
                                 f"pooling; valid: {', '.join(allowed)}")
+        if len(set(model.mol_features)) != len(model.mol_features):
+            raise _molsam_error("model.mol_features", f"duplicate entries in "
+                                f"{list(model.mol_features)}")
         if model.name != "compt":
             for key in COMPT_KEYS:
                 if key in model.model_fields_set:
@@ -600,12 +624,24 @@ class Recipe(_Frozen):
         if "radius" in self.optim.model_fields_set and self.optim.variant != "reference":
             raise _molsam_error("optim.radius", "only the reference GraphSAM variant clips to a "
                                 "radius (set optim.variant: reference)")
+        if train.init_from is None:
+            for key, value in (("train.freeze", train.freeze != "none"),
+                               ("optim.encoder_lr_scale", self.optim.encoder_lr_scale != 1.0)):
+                if value:
+                    raise _molsam_error(key, "only applies when fine-tuning (set train.init_from)")
         if model.name == "compt" and train.static_shapes is True:
             raise _molsam_error("train.static_shapes", "the padded static-shape step is built "
                                 "for GPS; CoMPT trains eagerly (set it to auto or false)")
         if train.log_sam_cosine and self.optim.name != "graphsam":
             raise _molsam_error("train.log_sam_cosine", f"only graphsam has an estimate to compare "
                                 f"with SAM's direction (optim.name is {self.optim.name!r})")
+        if train.loss == "mve" and data.task not in (None, "regression"):
+            raise _molsam_error("train.loss", f"mve predicts a mean and a variance of regression "
+                                f"targets (data.task is {data.task!r}); use mse")
+        if train.loss == "mve" and train.loss_weighting == "loss":
+            raise _molsam_error("train.loss", "mve's Gaussian NLL can be negative, and "
+                                "train.loss_weighting: loss would then reverse its gradient "
+                                "(set train.loss_weighting: none)")
         for method in ("column", "file"):
             if split.method == method and getattr(split, method) is None:
                 raise _molsam_error(f"split.{method}", f"required when split.method is {method!r}")
@@ -1046,9 +1082,9 @@ def _plain(value: Any) -> Any:
 #: only when they differ from their defaults, so the resolved form of every recipe that does
 #: not use them stays what it was (a continued tune study or benchmark grid still matches).
 LATER_KEYS = {
-    "model": ("name", *COMPT_KEYS),
-    "optim": ("decay_epochs", "warmup_factor", "variant", "radius"),
-    "train": ("loss_weighting",),
+    "model": ("name", *COMPT_KEYS, "mol_features"),
+    "optim": ("decay_epochs", "warmup_factor", "variant", "radius", "encoder_lr_scale"),
+    "train": ("loss_weighting", "loss", "init_from", "freeze"),
 }
 
 

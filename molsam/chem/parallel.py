@@ -21,6 +21,7 @@ from rdkit import rdBase
 from threadpoolctl import threadpool_limits
 
 from molsam.chem.compt_inputs import COMPT, compt_inputs
+from molsam.chem.descriptors import molecule_features
 from molsam.chem.features import mols_to_arrays, parse_smiles
 from molsam.chem.scaffolds import scaffold_of
 
@@ -41,6 +42,8 @@ class FeaturizedArrays:
                  from the molecule it already parsed; None when not asked for (predict)
     atom_scalars, distances: CoMPT's inputs (molsam.chem.compt_inputs: float32 [A, 8] and
                  uint8 [sum of squared atom counts]) when the "compt" extra is asked for, else None
+    mol_features: float32 [G, F] molecule-level features (molsam.chem.descriptors: rdkit2d,
+                 morgan_count) when such extras are asked for, else None
     """
 
     valid: np.ndarray
@@ -54,6 +57,7 @@ class FeaturizedArrays:
     scaffolds: list[str] | None = None
     atom_scalars: np.ndarray | None = None
     distances: np.ndarray | None = None
+    mol_features: np.ndarray | None = None
 
     @classmethod
     def concatenate(
@@ -75,6 +79,8 @@ class FeaturizedArrays:
             scaffolds=[s for p in parts for s in p.scaffolds] if scaffolds else None,
             atom_scalars=np.concatenate([p.atom_scalars for p in parts]) if compt else None,
             distances=np.concatenate([p.distances for p in parts]) if compt else None,
+            mol_features=None if parts[0].mol_features is None else np.concatenate(
+                [p.mol_features for p in parts]),
         )
 
 
@@ -101,6 +107,7 @@ def featurize_chunk(
         del blocker
     arrays = mols_to_arrays(mols, rwse_steps)
     compt = compt_inputs(mols) if COMPT in extras else None
+    features = molecule_features(mols, extras)
     return FeaturizedArrays(
         valid=np.array(valid, dtype=np.int64),
         atom_counts=arrays.atom_counts,
@@ -113,6 +120,7 @@ def featurize_chunk(
         scaffolds=[scaffold_of(mol) for mol in mols] if scaffolds else None,
         atom_scalars=None if compt is None else compt.atom_scalars,
         distances=None if compt is None else compt.distances,
+        mol_features=features,
     )
 
 

@@ -12,8 +12,16 @@ from __future__ import annotations
 FEATURIZER_VERSION = 1
 DEFAULT_RWSE_STEPS = 16
 #: Optional inputs a featurizer can add beside the codes: "compt" (molsam.chem.compt_inputs:
-#: atom scalars with Gasteiger charges, topological distance matrices) for molsam.models.compt.
-FEATURIZER_EXTRAS = ("compt",)
+#: atom scalars with Gasteiger charges, topological distance matrices) for molsam.models.compt;
+#: the molecule-level features "rdkit2d" and "morgan_count" (molsam.chem.descriptors).
+FEATURIZER_EXTRAS = ("compt", "rdkit2d", "morgan_count")
+#: The extras that are one row of numbers per molecule, in the order their columns are joined.
+MOLECULE_FEATURE_EXTRAS = ("rdkit2d", "morgan_count")
+
+
+def molecule_feature_extras(extras) -> tuple[str, ...]:
+    """The molecule-level extras among `extras`, in MOLECULE_FEATURE_EXTRAS order."""
+    return tuple(name for name in MOLECULE_FEATURE_EXTRAS if name in extras)
 #: CoMPT's distance matrices are stored as uint8; this code marks atoms with no path between
 #: them (another fragment) or more than 254 bonds apart, read back as RDKit's 1e8.
 UNREACHABLE = 255

@@ -61,7 +61,8 @@ from molsam.cli import benchmark as _benchmark  # noqa: E402
 from molsam.cli import tune as _tune  # noqa: E402
 from molsam.cli import sharpness as _sharpness  # noqa: E402
 from molsam.cli import recipe as _recipe  # noqa: E402
+from molsam.cli import calibrate as _calibrate  # noqa: E402
 
 for _command in (_featurize, _train, _datasets, _evaluate, _predict, _benchmark, _tune,
-                 _sharpness, _recipe):
+                 _sharpness, _recipe, _calibrate):
     _command.register(app)

@@ -42,6 +42,8 @@ class GraphBatch:
     distances:  float32 [B, max_atoms, max_atoms] topological distances (1e8 between atoms with
                 no path, 0 in padded slots), or None; both set only from a store featurized
                 with the "compt" extra
+    mol_features: float32 [B, F] molecule-level features (rdkit2d, morgan_count; NaN where a
+                descriptor failed), or None
     """
 
     atom_codes: Tensor
@@ -58,6 +60,7 @@ class GraphBatch:
     attn_groups: tuple[tuple[int, int], ...] | None = None
     atom_scalars: Tensor | None = None
     distances: Tensor | None = None
+    mol_features: Tensor | None = None
 
     @classmethod
     def from_pyg(cls, data: Any, *, max_atoms: int | None = None) -> "GraphBatch":
@@ -123,7 +126,8 @@ class BatchSource:
 
     atom_ptr, bond_ptr: int64 [G+1] CSR offsets; atom_codes [A, F_atom]; rwse [A, K];
     bond_atoms [Mtot, 2] local atom indices; bond_codes [Mtot, F_bond]; y float32 [G, T];
-    atom_scalars float32 [A, 8] and distances uint8 [sum_g n_g^2] (CoMPT's inputs) or None.
+    atom_scalars float32 [A, 8] and distances uint8 [sum_g n_g^2] (CoMPT's inputs) or None;
+    mol_features float32 [G, F] (molecule-level features) or None.
     """
 
     atom_ptr: Tensor
@@ -137,6 +141,7 @@ class BatchSource:
     bond_counts_host: np.ndarray
     atom_scalars: Tensor | None = None
     distances: Tensor | None = None
+    mol_features: Tensor | None = None
     #: int64 [G] per-molecule atom and bond counts on the device (derived from the offsets).
     atom_counts: Tensor = field(init=False, repr=False)
     bond_counts: Tensor = field(init=False, repr=False)
@@ -211,6 +216,7 @@ class BatchSource:
             max_atoms=max_atoms,
             atom_scalars=None if self.atom_scalars is None else self.atom_scalars[store_atom],
             distances=distances,
+            mol_features=None if self.mol_features is None else self.mol_features[idx],
         )
 
     def _gather_distances(

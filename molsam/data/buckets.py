@@ -201,6 +201,9 @@ def pad_batch(
         index=torch.cat([batch.index, batch.index.new_full((pad_graphs,), -1)]),
         num_graphs=shape.graphs,
         max_atoms=shape.length,
+        mol_features=None if batch.mol_features is None else torch.cat([
+            batch.mol_features,
+            batch.mol_features.new_zeros(pad_graphs, batch.mol_features.shape[1])]),
     )
     if attention is not None:
         offset, groups = attention

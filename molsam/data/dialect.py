@@ -54,7 +54,8 @@ class Dialect:
     def describe(self) -> str:
         """`';'-separated with decimal commas`, as the read line states it."""
         marks = "commas" if self.decimal == "," else "points"
-        return f"{DELIMITERS.get(self.delimiter, repr(self.delimiter))}-separated with decimal {marks}"
+        name = DELIMITERS.get(self.delimiter, repr(self.delimiter))
+        return f"{name}-separated with decimal {marks}"
 
 
 def delimiter_option(value: str | None, option: str = "--delimiter") -> str | None:
@@ -79,6 +80,8 @@ def decimal_option(value: str | None, option: str = "--decimal") -> str | None:
 
 def comma_decimal(cell: str) -> str:
     """`-11,01` -> `-11.01`; any other cell unchanged (text, or a number with a point)."""
+    if "," not in cell:
+        return cell
     text = cell.strip()
     return text.replace(",", ".") if _COMMA_NUMBER.fullmatch(text) else cell
 

@@ -55,6 +55,11 @@ def cell_text(value: object) -> str:
     return str(value)  # int, timedelta
 
 
+def _texts(values: list) -> list[str]:
+    # Text cells (SMILES, names) are most cells: they skip the function call.
+    return [v if v.__class__ is str else cell_text(v) for v in values]
+
+
 def _calamine():
     return require("python_calamine", "python-calamine", "reading Excel workbooks")
 
@@ -122,7 +127,7 @@ def read_excel(path: Path, sheet: str | None = None) -> tuple[TableHeader, Rows]
         raise InputError(f"{path}: sheet {name!r} is empty (no header row)")
     rows = enumerate(data.iter_rows(), start=1)  # from row 1, empty rows above the data included
     for number, values in rows:
-        cells = [cell_text(v) for v in values]
+        cells = _texts(values)
         if any(c.strip() for c in cells):
             break
     else:
@@ -133,7 +138,7 @@ def read_excel(path: Path, sheet: str | None = None) -> tuple[TableHeader, Rows]
 
     def body() -> Rows:
         for number, values in rows:
-            cells = [cell_text(v) for v in values]
+            cells = _texts(values)
             if any(cells):
                 yield number, cells
 

@@ -2,9 +2,9 @@
 
 Read with pyarrow (https://arrow.apache.org/docs/python/parquet.html): `ParquetFile.iter_batches`
 decodes one row group at a time into record batches of at most BATCH_ROWS rows, so memory stays
-flat whatever the file's size. Columns are the schema's field names; positions are row numbers
-counted from 1 (unit `row number`; a Parquet file has no lines). Every row is a row, an
-all-null one included.
+flat whatever the file's size (a corrupt row group is an error naming it and its rows). Columns
+are the schema's field names; positions are row numbers counted from 1 (unit `row number`; a
+Parquet file has no lines). Every row is a row, an all-null one included.
 
 Cells become the text a CSV export would hold, so labels, target inference and predict work as
 for CSV files: Arrow's own cast to string for numbers (shortest round-trip form: 0.1 -> `0.1`,
@@ -40,12 +40,12 @@ def pyarrow(path: object = None):
 
 def open_parquet(path: Path):
     """A pyarrow ParquetFile, or an InputError naming the file (empty, not Parquet, corrupt)."""
-    _, pq = pyarrow(path)
+    pa, pq = pyarrow(path)
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (not a Parquet file)")
     try:
         return pq.ParquetFile(str(path))
-    except Exception as exc:  # pyarrow raises ArrowInvalid, ArrowIOError, OSError, ...
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ArrowInvalid: not Parquet
         raise InputError(f"{path}: cannot read as Parquet ({_reason(exc)})") from None
 
 
@@ -55,9 +55,10 @@ def _reason(exc: Exception) -> str:
 
 
 def describe(file) -> str:
+    """How the file is read, for formats.reading_line: `as Parquet (N rows in M row groups)`."""
     meta = file.metadata
     groups = meta.num_row_groups
-    return (f"as Parquet ({meta.num_rows} rows in {groups} row group{'s' if groups != 1 else ''})")
+    return f"as Parquet ({meta.num_rows} rows in {groups} row group{'s' if groups != 1 else ''})"
 
 
 def column_text(array) -> list[str]:
@@ -66,9 +67,8 @@ def column_text(array) -> list[str]:
     import pyarrow.compute as pc
 
     kind = array.type
-    if pa.types.is_dictionary(kind):
-        array = array.dictionary_decode() if hasattr(array, "dictionary_decode") else \
-            pc.cast(array, kind.value_type)
+    if pa.types.is_dictionary(kind):  # categorical columns (pandas' category dtype)
+        array = array.dictionary_decode()
         kind = array.type
     if pa.types.is_boolean(kind):
         return ["" if v is None else ("1" if v else "0") for v in array.to_pylist()]
@@ -92,22 +92,29 @@ def read_parquet(path: Path) -> tuple[TableHeader, Rows]:
     if not columns:
         raise InputError(f"{path}: a Parquet file without columns")
     header = TableHeader(path, ",", columns, unit=UNIT, how=describe(file))
-    refuse_duplicate_columns(header, 0)
+    refuse_duplicate_columns(header, None)
+
+    pa, _ = pyarrow(path)
 
     def rows() -> Rows:
-        number = 0
+        number, groups = 0, file.metadata.num_row_groups
         try:
-            for batch in file.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
-                texts = [column_text(column) for column in batch.columns]
-                for cells in zip(*texts):
-                    number += 1
-                    yield number, list(cells)
-        except InputError:
-            raise
-        except Exception as exc:  # a corrupt page or row group
-            raise InputError(
-                f"{path}: {UNIT} {number + 1}: cannot read Parquet data ({_reason(exc)})"
-            ) from None
+            for group in range(groups):  # one row group at a time: an error can name it
+                first = number + 1
+                try:
+                    batches = file.iter_batches(batch_size=BATCH_ROWS, row_groups=[group],
+                                                use_threads=False)
+                    for batch in batches:
+                        texts = [column_text(column) for column in batch.columns]
+                        for cells in zip(*texts):
+                            number += 1
+                            yield number, list(cells)
+                except (pa.ArrowException, OSError, ValueError) as exc:  # a corrupt page
+                    last = first + file.metadata.row_group(group).num_rows - 1
+                    raise InputError(
+                        f"{path}: row group {group + 1} of {groups} ({UNIT}s {first}-{last}): "
+                        f"cannot read Parquet data ({_reason(exc)})"
+                    ) from None
         finally:
             file.close()
 

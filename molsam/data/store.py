@@ -66,6 +66,8 @@ class GraphStore:
     atom_scalars: float32 [A, 8] and distances: uint8 [sum of squared atom counts], CoMPT's
                  inputs (molsam.chem.compt_inputs) in a store featurized with the "compt"
                  extra (spec["extras"]), else None
+    mol_features: float32 [G, F] molecule-level features (rdkit2d, morgan_count extras; NaN
+                 where a descriptor failed), else None
     """
 
     atom_counts: np.ndarray
@@ -90,6 +92,7 @@ class GraphStore:
     ignored: dict[str, str] = field(default_factory=dict)
     atom_scalars: np.ndarray | None = None
     distances: np.ndarray | None = None
+    mol_features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -180,6 +183,7 @@ class GraphStore:
             scaffolds=scaffolds,
             atom_scalars=arrays.atom_scalars,
             distances=arrays.distances,
+            mol_features=arrays.mol_features,
         )
 
     @classmethod
@@ -255,6 +259,7 @@ class GraphStore:
             bond_counts_host=self.bond_counts.astype(np.int64),
             atom_scalars=None if self.atom_scalars is None else put(self.atom_scalars),
             distances=None if self.distances is None else put(self.distances),
+            mol_features=None if self.mol_features is None else put(self.mol_features),
         )
 
     # ------------------------------------------------------------------------- torch-geometric
@@ -327,6 +332,7 @@ class GraphStore:
             # CoMPT's inputs; absent (None) in stores featurized without the "compt" extra.
             "atom_scalars": None if self.atom_scalars is None else tensor(self.atom_scalars),
             "distances": None if self.distances is None else tensor(self.distances),
+            "mol_features": None if self.mol_features is None else tensor(self.mol_features),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -378,6 +384,7 @@ class GraphStore:
             ignored=data.get("ignored") or {},
             atom_scalars=_optional_array(data.get("atom_scalars")),
             distances=_optional_array(data.get("distances")),
+            mol_features=_optional_array(data.get("mol_features")),
         )
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from molsam.data.dialect import (
     SAMPLE_BYTES,
+    Dialect,
     comma_decimal,
     detect,
     looks_like_comma_decimal,
@@ -93,7 +94,7 @@ def _sample(path: Path) -> tuple[bytes, bool]:
     return data[:SAMPLE_BYTES], len(data) > SAMPLE_BYTES
 
 
-def sniff(path: Path, read: ReadOptions = DEFAULT):
+def sniff(path: Path, read: ReadOptions = DEFAULT) -> Dialect:
     """The dialect (molsam.data.dialect.Dialect) of a CSV/TSV file, from its first bytes.
 
     Raises:

@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from molsam.chem.spec import ATOM_VOCABULARIES, BOND_VOCABULARIES
 from molsam.data.batching import GraphBatch
+from molsam.models.features import FeatureScaler, joined_features
 from molsam.models.gps import dense_index, to_dense
 
 KERNELS = ("exp", "softmax")
@@ -276,12 +277,13 @@ class CoMPTModel(nn.Module):
         norm: "layer" (the reference's LayerNorm) or "scale" (ScaleNorm).
         pooling: "gru" (the reference's readout) or "mean".
         head_layers: generator layers (the reference's n_generator_layers).
+        mol_features, feature_extras: molecule-level features joined before the generator
+            (as GPSModel's; not in the reference).
     """
 
     name = "compt"
     #: CoMPT reads no random-walk encodings; its featurizer adds the "compt" extra.
     pe_steps = 0
-    featurizer_extras = ("compt",)
 
     def __init__(
         self,
@@ -295,6 +297,8 @@ class CoMPTModel(nn.Module):
         norm: str = "layer",
         pooling: str = "gru",
         head_layers: int = 2,
+        mol_features: int = 0,
+        feature_extras: tuple[str, ...] | list[str] = (),
     ) -> None:
         super().__init__()
         for key, value in (("num_tasks", num_tasks), ("hidden", hidden), ("layers", layers),
@@ -313,6 +317,11 @@ class CoMPTModel(nn.Module):
         self.num_tasks, self.hidden, self.num_layers, self.heads = num_tasks, hidden, layers, heads
         self.dropout_p, self.kernel, self.norm_kind = float(dropout), kernel, norm
         self.pooling, self.head_layers = pooling, head_layers
+        self.mol_features, self.feature_extras = int(mol_features), tuple(feature_extras)
+        if bool(self.mol_features) != bool(self.feature_extras):
+            raise ValueError("mol_features and feature_extras go together (both or neither)")
+        self.feature_scaler = FeatureScaler(self.mol_features) if self.mol_features else None
+        width = hidden + self.mol_features
 
         self.atom_embedding = nn.Linear(ATOM_COLUMNS, hidden)
         self.bond_embedding = nn.Linear(BOND_COLUMNS, hidden)
@@ -323,10 +332,10 @@ class CoMPTModel(nn.Module):
         self.final_norm = make_norm(norm, hidden)
         self.readout = GRUReadout(hidden) if pooling == "gru" else None
         blocks: list[nn.Module] = []
-        for _ in range(head_layers - 1):
-            blocks += [nn.Linear(hidden, hidden), nn.Mish(), make_norm(norm, hidden),
-                       nn.Dropout(self.dropout_p)]
-        self.head = nn.Sequential(*blocks, nn.Linear(hidden, num_tasks))
+        for i in range(head_layers - 1):
+            blocks += [nn.Linear(width if i == 0 else hidden, hidden), nn.Mish(),
+                       make_norm(norm, hidden), nn.Dropout(self.dropout_p)]
+        self.head = nn.Sequential(*blocks, nn.Linear(hidden if blocks else width, num_tasks))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -348,7 +357,14 @@ class CoMPTModel(nn.Module):
             "layers": self.num_layers, "heads": self.heads, "dropout": self.dropout_p,
             "kernel": self.kernel, "norm": self.norm_kind, "pooling": self.pooling,
             "head_layers": self.head_layers,
+            **({"mol_features": self.mol_features, "feature_extras": list(self.feature_extras)}
+               if self.mol_features else {}),
         }
+
+    @property
+    def featurizer_extras(self) -> tuple[str, ...]:
+        """The "compt" extra (its atom scalars and distances) and any molecule-level ones."""
+        return ("compt", *self.feature_extras)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
@@ -381,4 +397,5 @@ class CoMPTModel(nn.Module):
         return summed / counts.unsqueeze(1)
 
     def forward(self, batch: GraphBatch) -> Tensor:
-        return self.head(self.pool(self.embed(batch), batch))
+        pooled = self.pool(self.embed(batch), batch)
+        return self.head(joined_features(self.feature_scaler, pooled, batch))

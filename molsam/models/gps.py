@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from molsam.chem.spec import ATOM_VOCAB_SIZES, BOND_VOCAB_SIZES, DEFAULT_RWSE_STEPS
 from molsam.data.batching import GraphBatch
+from molsam.models.features import FeatureScaler, joined_features
 
 POOLINGS = ("mean", "sum", "attention")
 
@@ -270,6 +271,9 @@ class GPSModel(nn.Module):
         pooling: graph readout, one of "mean", "sum", "attention" (softmax-gated sum, Li et al.,
             "Gated Graph Sequence Neural Networks", ICLR 2016).
         attn_dropout: dropout on attention weights.
+        mol_features: F molecule-level feature columns (molsam.chem.descriptors) scaled by a
+            FeatureScaler and joined to the pooled representation before the head; 0: none.
+        feature_extras: the featurizer extras that make those columns (e.g. ("rdkit2d",)).
 
     forward(batch: GraphBatch or a torch-geometric Batch) -> float [B, T].
     """
@@ -285,6 +289,8 @@ class GPSModel(nn.Module):
         pe_steps: int = DEFAULT_RWSE_STEPS,
         pooling: str = "mean",
         attn_dropout: float = 0.0,
+        mol_features: int = 0,
+        feature_extras: tuple[str, ...] | list[str] = (),
     ) -> None:
         super().__init__()
         _check_positive_int("num_tasks", num_tasks)
@@ -313,6 +319,11 @@ class GPSModel(nn.Module):
         self.pe_steps = pe_steps
         self.pooling = pooling
         self.attn_dropout = float(attn_dropout)
+        self.mol_features = int(mol_features)
+        self.feature_extras = tuple(feature_extras)
+        if bool(self.mol_features) != bool(self.feature_extras):
+            raise ValueError("mol_features and feature_extras go together (both or neither)")
+        self.feature_scaler = FeatureScaler(self.mol_features) if self.mol_features else None
 
         self.atom_embedding = CodeEmbedding(ATOM_VOCAB_SIZES, hidden)
         self.bond_embedding = CodeEmbedding(BOND_VOCAB_SIZES, hidden)
@@ -324,7 +335,8 @@ class GPSModel(nn.Module):
         # score, so a gate bias would never get a gradient (and could never learn).
         self.gate = nn.Linear(hidden, 1, bias=False) if pooling == "attention" else None
         self.head = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(self.dropout_p), nn.Linear(hidden, num_tasks)
+            nn.Linear(hidden + self.mol_features, hidden), nn.ReLU(), nn.Dropout(self.dropout_p),
+            nn.Linear(hidden, num_tasks)
         )
         self.reset_parameters()
 
@@ -358,7 +370,15 @@ class GPSModel(nn.Module):
             "pe_steps": self.pe_steps,
             "pooling": self.pooling,
             "attn_dropout": self.attn_dropout,
+            # only when used: configs of models without them stay as they were
+            **({"mol_features": self.mol_features, "feature_extras": list(self.feature_extras)}
+               if self.mol_features else {}),
         }
+
+    @property
+    def featurizer_extras(self) -> tuple[str, ...]:
+        """Featurizer extras this model reads (its molecule-level features)."""
+        return self.feature_extras
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -427,7 +447,8 @@ class GPSModel(nn.Module):
         plain = layout[:2] if batch.attn_groups is None else None
         if plain is not None:
             plain = (plain[0], plain[1].view(batch.num_graphs, batch.max_atoms))
-        return self.head(self.readout(self.embed(batch, layout), batch, plain))
+        pooled = self.readout(self.embed(batch, layout), batch, plain)
+        return self.head(joined_features(self.feature_scaler, pooled, batch))
 
 
 def _check_positive_int(name: str, value: object) -> None:

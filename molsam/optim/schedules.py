@@ -227,4 +227,6 @@ class TransformerLR(LRScheduler):
                               warmup_steps=self.warmup_steps)
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
-        return [self.lr_at(max(self.last_epoch, 0))] * len(self.optimizer.param_groups)
+        # A group's `lr_scale` (the encoder's when fine-tuning) multiplies its learning rate.
+        lr = self.lr_at(max(self.last_epoch, 0))
+        return [lr * group.get("lr_scale", 1.0) for group in self.optimizer.param_groups]

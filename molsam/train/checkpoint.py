@@ -35,6 +35,7 @@ from molsam.chem.spec import FEATURIZER_VERSION, featurizer_spec, spec_extras
 from molsam.config import Recipe, recipe_to_dict
 from molsam.errors import CheckpointError
 from molsam.models import build_model, featurizer_options
+from molsam.train.losses import LOSSES, outputs_per_target
 
 FORMAT = "molsam-checkpoint"
 FORMAT_VERSION = 1
@@ -292,6 +293,8 @@ def build_checkpoint(
     scaler: dict | None = None,
     training: dict | None = None,
     classes: list[list[str]] | None = None,
+    loss: str = "mse",
+    calibration: dict | None = None,
 ) -> dict:
     """Collect a checkpoint payload (pass it to save_checkpoint).
 
@@ -308,6 +311,13 @@ def build_checkpoint(
         classes: multiclass only: [T] class names per target, in the order of the model's
             outputs (target t owns the next len(classes[t]) logits). Stored as "classes" (None
             for other tasks; checkpoints written before multiclass lack the key).
+        loss: the recipe's train.loss, stored as "loss": "mse", or "mve" (regression: the
+            model has 2T outputs, T standardized means then T variance parameters;
+            molsam.train.losses.split_mve). Checkpoints written before it lack the key and
+            mean "mse" (checkpoint_loss).
+        calibration: post-hoc calibration fitted on held-out molecules
+            (molsam.train.calibration), builtins only, stored as "calibration" (None: none
+            fitted; checkpoints written before it lack the key).
     """
     if task not in TASKS:
         raise ValueError(f"task: {task!r} is not one of {', '.join(TASKS)}")
@@ -318,9 +328,14 @@ def build_checkpoint(
         classes = [[str(c) for c in names] for names in classes]
         if len(classes) != len(target_names):
             raise ValueError(f"classes: {len(classes)} lists for {len(target_names)} targets")
-    if classes is None and len(target_names) != model.num_tasks:
+    if loss not in LOSSES:
+        raise ValueError(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
+    if loss != "mse" and task != "regression":
+        raise ValueError(f"loss: {loss!r} is for regression, not {task}")
+    if classes is None and len(target_names) * outputs_per_target(loss) != model.num_tasks:
         raise ValueError(
             f"target_names: {len(target_names)} names for a model with {model.num_tasks} outputs"
+            + (" (loss mve: 2 per target)" if loss == "mve" else "")
         )
     if classes is not None and sum(map(len, classes)) != model.num_tasks:
         raise ValueError(
@@ -347,6 +362,8 @@ def build_checkpoint(
         "task": task,
         "classes": classes,
         "scaler": scaler,
+        "loss": loss,
+        "calibration": calibration,
         "recipe": _plain_copy(recipe),
         "split_seed": int(split_seed),
         "seed": int(seed),
@@ -360,6 +377,21 @@ def build_checkpoint(
 
 
 # --------------------------------------------------------------------------- using
+
+
+def checkpoint_loss(ckpt: dict) -> str:
+    """The loss a checkpoint's model was trained with: "mse" (also for checkpoints written
+    before the key existed, and for classification) or "mve"."""
+    return ckpt.get("loss") or "mse"
+
+
+def write_calibration(path: str | Path, calibration: dict | None) -> dict:
+    """Set a checkpoint file's "calibration" (molsam.train.calibration) and rewrite the file
+    atomically (save_checkpoint): every other key stays as it was. Returns the new payload."""
+    ckpt = load_checkpoint(path)
+    ckpt["calibration"] = calibration
+    save_checkpoint(path, ckpt)
+    return ckpt
 
 
 def feature_spec_matches(ckpt: dict) -> bool:
@@ -407,8 +439,9 @@ def model_from_checkpoint(
         model = build_model(ckpt["model_config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint model config is invalid: {exc}") from None
-    if featurizer_options(model) != (ckpt["featurizer"]["rwse_steps"],
-                                     spec_extras(ckpt["featurizer"])):
+    steps, extras = featurizer_options(model)
+    if (steps, sorted(extras)) != (ckpt["featurizer"]["rwse_steps"],
+                                   sorted(spec_extras(ckpt["featurizer"]))):
         raise CheckpointError(
             f"checkpoint model expects pe_steps={model.pe_steps} and featurizer extras "
             f"{list(featurizer_options(model)[1])} but its featurizer made "

@@ -30,7 +30,8 @@ from molsam.data.batching import BatchSource, GraphBatch
 from molsam.data.splits import SplitIndices
 from molsam.devices import resolve_precision
 from molsam.errors import CheckpointError
-from molsam.models import build_model
+from molsam.chem.spec import featurizer_spec, molecule_feature_extras
+from molsam.models import build_model, featurizer_options
 from molsam.optim import build_optimizer, reanchor, valid_keywords
 from molsam.data.buckets import size_sorted_order
 from molsam.optim.placement import settle_optimizer_state
@@ -51,8 +52,16 @@ from molsam.train.checkpoint import (
     save_checkpoint,
     training_state,
 )
+from molsam.train.calibration import (
+    Outputs,
+    calibration_record,
+    fit_entry,
+    outputs_from_raw,
+)
+from molsam.train.checkpoint import write_calibration
+from molsam.train.finetune import checkpoint_for_seed, freeze, load_encoder, trainable_groups
 from molsam.train.inference import predict_raw, to_output_units
-from molsam.train.losses import fit_scaler, masked_loss
+from molsam.train.losses import fit_scaler, masked_loss, outputs_per_target
 from molsam.train.static import CAPTURABLE_OPTIMIZERS, StaticSteps, use_static_shapes
 from molsam.train.metrics import default_metric, is_better, metric_names, task_metrics
 
@@ -124,7 +133,11 @@ def make_optimizer(
     if "loss_weighted" in accepted:
         kwargs["loss_weighted"] = recipe.train.loss_weighting == "loss"
     kwargs.update(o.extra)
-    return build_optimizer(name, parameter_groups(model, o.perturb), **kwargs)
+    groups = trainable_groups(model, parameter_groups(model, o.perturb), o.encoder_lr_scale)
+    for group in groups:  # the encoder's groups when fine-tuning with optim.encoder_lr_scale
+        if "lr_scale" in group:
+            group["lr"] = o.lr * group["lr_scale"]
+    return build_optimizer(name, groups, **kwargs)
 
 
 def optimizer_name(recipe: Recipe) -> str:
@@ -134,8 +147,9 @@ def optimizer_name(recipe: Recipe) -> str:
     return "graphsam_reference" if o.name == "graphsam" and o.variant == "reference" else o.name
 
 
-def model_from_recipe(recipe: Recipe, outputs: int) -> torch.nn.Module:
-    """The model `recipe.model` describes, with `outputs` outputs (GPS or CoMPT)."""
+def model_from_recipe(recipe: Recipe, outputs: int, mol_features: int = 0) -> torch.nn.Module:
+    """The model `recipe.model` describes, with `outputs` outputs (GPS or CoMPT) and
+    `mol_features` molecule-level feature columns (model.mol_features' extras)."""
     m = recipe.model
     if m.name == "compt":
         config = {"name": "compt", "hidden": m.hidden, "layers": m.layers, "heads": m.heads,
@@ -145,6 +159,9 @@ def model_from_recipe(recipe: Recipe, outputs: int) -> torch.nn.Module:
         config = {"hidden": m.hidden, "layers": m.layers, "heads": m.heads,
                   "dropout": m.dropout, "pe_steps": m.pe_steps, "pooling": m.pooling,
                   "attn_dropout": m.attn_dropout}
+    if mol_features:
+        config.update(mol_features=mol_features,
+                      feature_extras=list(molecule_feature_extras(m.mol_features)))
     return build_model({**config, "num_tasks": outputs})
 
 
@@ -180,9 +197,10 @@ def parameter_groups(model: torch.nn.Module, perturb: str) -> list[dict]:
 def warmup_epochs(recipe: Recipe) -> tuple[float, str | None]:
     """The Noam warm-up to use, and a message when the recipe's had to be shortened.
 
-    A warm-up as long as the decay (training, unless optim.decay_epochs is set) or longer would leave no decay phase and, at the extreme, no
-    step at the peak learning rate; it is cut to half of the epochs (a pure function of the recipe,
-    so every replicate and a resumed run agree).
+    A warm-up as long as the decay (training, unless optim.decay_epochs is set) or longer would
+    leave no decay phase and, at the extreme, no step at the peak learning rate; it is cut to
+    half of the epochs (a pure function of the recipe, so every replicate and a resumed run
+    agree).
     """
     wanted, epochs = recipe.optim.warmup_epochs, recipe.optim.decay_epochs or recipe.train.epochs
     if wanted < epochs:
@@ -201,11 +219,13 @@ def make_scheduler(
     """The recipe's learning-rate schedule (None: a constant lr). Noam decays over
     optim.decay_epochs (train.epochs when unset), then stays at final_lr."""
     o, epochs = recipe.optim, recipe.train.epochs
+    scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
     if o.schedule == "noam":
         return NoamLR(
             optimizer, warmup_epochs=warmup_epochs(recipe)[0],
             total_epochs=o.decay_epochs or epochs, steps_per_epoch=steps_per_epoch,
-            init_lr=o.init_lr, max_lr=o.lr, final_lr=o.final_lr,
+            init_lr=[o.init_lr * s for s in scales], max_lr=[o.lr * s for s in scales],
+            final_lr=[o.final_lr * s for s in scales],
         )
     if o.schedule == "transformer":
         return TransformerLR(optimizer, factor=o.warmup_factor, d_model=recipe.model.hidden,
@@ -245,7 +265,14 @@ class ReplicateTrainer:
         # Multiclass: target t owns len(classes[t]) logits; other tasks: one output per target.
         self.classes = classes if task == "multiclass" else None
         self.num_classes = None if self.classes is None else [len(c) for c in self.classes]
-        outputs = len(target_names) if self.num_classes is None else sum(self.num_classes)
+        # train.loss mve: a mean and a variance parameter per regression target
+        # (molsam.train.losses.split_mve), the same GPS or CoMPT with 2T outputs.
+        self.loss = recipe.train.loss
+        outputs = (len(target_names) * outputs_per_target(self.loss) if self.num_classes is None
+                   else sum(self.num_classes))
+        #: best.pt's outputs on the validation split and their labels (after fit(); None
+        #: without a validation split): what its calibration was fitted on.
+        self.val_outputs: tuple[Outputs, np.ndarray] | None = None
         self.seed, self.out_dir, self.device = seed, Path(out_dir), device
         self.on_progress = on_progress or (lambda info: None)
         self.metric = recipe.train.metric or default_metric(task)
@@ -259,7 +286,17 @@ class ReplicateTrainer:
         self.present = ~np.isnan(labels)  # [G, T] host copy: label counts per global batch
 
         self.rng = seed_everything(seed)
-        self.model = model_from_recipe(recipe, outputs).to(device)
+        features = 0 if source.mol_features is None else int(source.mol_features.shape[1])
+        self.model = model_from_recipe(recipe, outputs, features).to(device)
+        if features:  # scaled with the training split's statistics, kept in the weights
+            self.model.feature_scaler.fit(source.mol_features[
+                torch.as_tensor(split.train, device=source.device)].cpu().numpy())
+        if recipe.train.init_from is not None:
+            self.init_from = checkpoint_for_seed(recipe.train.init_from, seed)
+            self.head_reused = load_encoder(
+                self.model, self.init_from, featurizer_spec(*featurizer_options(self.model)),
+                target_names, task)
+            freeze(self.model, recipe.train.freeze)
         self.loss_weighted = recipe.train.loss_weighting == "loss"
         self.dist.broadcast_parameters(self.model)
         #: Adam with capturable=True (device-side step counters), for CUDA-graph steps.
@@ -283,7 +320,7 @@ class ReplicateTrainer:
                 t.batch_size, self.autocast_dtype, capture,
                 # A GraphSAM re-anchor (one extra pass, once per K epochs) runs eagerly.
                 can_capture_now=lambda: not getattr(self.optimizer, "reanchor_pending", False),
-                num_classes=self.num_classes,
+                num_classes=self.num_classes, loss=self.loss,
             )
         self.start_epoch = 0
         self.last_epoch = -1
@@ -309,7 +346,7 @@ class ReplicateTrainer:
             self.model, target_names=self.target_names, task=self.task,
             recipe=self.recipe_dict, split_seed=self.recipe.split.seed, seed=self.seed,
             epoch=epoch, best_metric=self.best_val, metric=self.metric,
-            scaler=self.scaler, training=training, classes=self.classes,
+            scaler=self.scaler, training=training, classes=self.classes, loss=self.loss,
         )
 
     def resume(self, path: Path) -> None:
@@ -361,7 +398,8 @@ class ReplicateTrainer:
         def closure() -> torch.Tensor:
             with self._autocast():
                 output = self.model(batch)
-            loss = masked_loss(output.float(), targets, self.task, self.num_classes, denominator)
+            loss = masked_loss(output.float(), targets, self.task, self.num_classes, denominator,
+                               loss=self.loss)
             # train.loss_weighting "loss": the gradient is L * grad L, as the GraphSAM reference
             # code's closures compute it (`loss.backward(loss)`).
             loss.backward(loss.detach() if self.loss_weighted else None)
@@ -499,6 +537,7 @@ class ReplicateTrainer:
         self.dist.barrier()  # rank 0 has written best.pt and metrics.csv
         best = load_checkpoint(self.out_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model_state"])
+        self._calibrate()
         rows = _read_metrics(self.out_dir / "metrics.csv")
         seconds = sum(float(r["seconds"]) for r in rows)
         graphs = sum(float(r["graphs_per_s"]) * float(r["seconds"]) for r in rows)
@@ -508,6 +547,26 @@ class ReplicateTrainer:
             epochs_run=len(rows), train_seconds=seconds,
             graphs_per_s=graphs / seconds if seconds else 0.0,
         )
+
+
+    def _calibrate(self) -> None:
+        """Fit calibration on the validation split with best.pt's weights (already loaded)
+        and store it in best.pt under "calibration" (molsam.train.calibration): temperature
+        and isotonic scaling for classification, z-scaling of an MVE sigma and 90%
+        split-conformal intervals for regression. Every rank predicts its part; rank 0
+        writes."""
+        indices = self.split.val
+        if len(indices) == 0:
+            return
+        raw = predict_raw(self.model, self.source, self.dist.part(indices), batch_size=256)
+        raw = self.dist.gather_parts(raw, len(indices)).cpu().numpy()
+        outputs = outputs_from_raw(raw, self.task, self.scaler, self.num_classes, self.loss)
+        labels = self.source.y[torch.as_tensor(indices, device=self.device)].cpu().numpy()
+        self.val_outputs = (outputs, labels)
+        if self.dist.is_main:
+            entry = fit_entry(outputs, labels, self.task, self.num_classes,
+                              data=str(self.recipe.data.path), split="val")
+            write_calibration(self.out_dir / "best.pt", calibration_record(entry))
 
 
 def _pop_diagnostics(optimizer: torch.optim.Optimizer) -> dict:

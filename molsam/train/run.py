@@ -49,10 +49,12 @@ LOCK_FILE = ".molsam.lock"
 
 def recipe_featurizer(recipe: Recipe) -> tuple[int, tuple[str, ...]]:
     """(RWSE steps, featurizer extras) the recipe's model reads: GPS its model.pe_steps; CoMPT
-    no RWSE and the "compt" extra (molsam.chem.compt_inputs)."""
+    no RWSE and the "compt" extra (molsam.chem.compt_inputs); both, the molecule-level
+    features of model.mol_features (molsam.chem.descriptors)."""
+    features = tuple(recipe.model.mol_features)
     if recipe.model.name == "compt":
-        return 0, ("compt",)
-    return recipe.model.pe_steps, ()
+        return 0, ("compt", *features)
+    return recipe.model.pe_steps, features
 
 
 def load_recipe_data(
@@ -119,6 +121,11 @@ def train_recipe(
     log_info(targets_line(store.target_names, store.task, store.ignored, store.classes))
     task = recipe.data.task or store.task
     check_task_labels(store, task)
+    if recipe.train.loss == "mve" and task != "regression":
+        raise ConfigError(
+            f"train.loss: mve predicts a mean and a variance of regression targets, but "
+            f"{', '.join(store.target_names)} are {task} targets; use mse"
+        )
     metric = recipe.train.metric
     if metric is not None and metric not in metric_names(task):
         raise ConfigError(
@@ -187,6 +194,7 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
         log_warning(warning)
     source = store.batch_source(device)
     results: list[ReplicateResult] = []
+    validation: list = []  # each replicate's best.pt outputs on val (ensemble calibration)
     with cpu_threads(device, recipe.train.threads or DEFAULT_CPU_THREADS), \
             deterministic_algorithms(recipe.train.deterministic):
         for seed in recipe.train.seeds:
@@ -200,7 +208,11 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
             if resume and last.exists():
                 trainer.resume(last)
             results.append(trainer.fit())
+            validation.append(trainer.val_outputs)
 
+    if dist.is_main and len(results) > 1 and all(v is not None for v in validation):
+        calibrate_run_ensemble(out, [r.seed for r in results], validation, task,
+                               trainer.num_classes, str(recipe.data.path))
     summary = summarize(results, task, store.target_names, trainer.metric)
     summary.update({"run_dir": str(out), "device": str(device), "processes": dist.world_size,
                     "task": task,
@@ -210,6 +222,26 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
         write_json_atomic(out / "summary.json", summary)
         plot_learning_curves(out, [r.seed for r in results], trainer.metric, out / "curves.png")
     return summary
+
+
+def calibrate_run_ensemble(out: Path, seeds: list[int], validation: list, task: str,
+                           num_classes: list[int] | None, data: str) -> None:
+    """Fit the calibration of the ensemble of a run's replicates on the validation split
+    (their averaged predictions; an ensemble sigma for regression) and store it in every
+    seed_<s>/best.pt beside each one's own (molsam.train.calibration)."""
+    from molsam.train.calibration import calibration_record, ensemble_outputs, fit_entry, member_id
+    from molsam.train.checkpoint import load_checkpoint, save_checkpoint
+
+    paths = [out / f"seed_{seed}" / "best.pt" for seed in seeds]
+    checkpoints = [load_checkpoint(path) for path in paths]
+    labels = validation[0][1]
+    entry = fit_entry(ensemble_outputs([v[0] for v in validation], task, num_classes), labels,
+                      task, num_classes, data=data, split="val",
+                      members=[member_id(ckpt) for ckpt in checkpoints])
+    for path, ckpt in zip(paths, checkpoints):
+        record = ckpt.get("calibration") or {}
+        ckpt["calibration"] = calibration_record(record.get("model"), entry)
+        save_checkpoint(path, ckpt)
 
 
 def _ignore(message: str) -> None:

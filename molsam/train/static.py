@@ -114,6 +114,7 @@ class StaticSteps:
         capture: replay CUDA graphs (CUDA only); False runs the padded step eagerly.
         can_capture_now: called before each step; False forces an eager step (e.g. a GraphSAM
             re-anchor is pending).
+        loss: train.loss, "mse" or "mve" (molsam.train.losses.masked_loss).
     """
 
     def __init__(
@@ -129,10 +130,12 @@ class StaticSteps:
         capture: bool,
         can_capture_now: Callable[[], bool] = lambda: True,
         num_classes: list[int] | None = None,
+        loss: str = "mse",
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.task, self.source, self.targets = task, source, targets
         self.num_classes = num_classes
+        self.loss = loss
         self.buckets = Buckets.for_device(batch_size, source.device)
         self.autocast_dtype = autocast_dtype
         self.capture = capture and source.device.type == "cuda"
@@ -160,7 +163,8 @@ class StaticSteps:
         def closure() -> Tensor:
             with cast:
                 output = self.model(batch)
-            loss = masked_loss(output.float(), targets, self.task, self.num_classes)
+            loss = masked_loss(output.float(), targets, self.task, self.num_classes,
+                               loss=self.loss)
             loss.backward()
             return loss
 

@@ -19,9 +19,9 @@ blocks of query x training molecules whose buffers stay within `max_block_bytes`
 default), so 100,000 queries against 5,000 training molecules never hold a 100,000 x 5,000
 matrix. Two empty fingerprints have similarity 0, as in RDKit. The numbers equal RDKit's
 DataStructs.BulkTanimotoSimilarity (tests/unit/test_uncertainty_domain.py); RDKit's own bulk
-call is not used because it takes one query at a time as Python objects (about 10 million
-pairs/s here against about 30 million for the numpy blocks, benchmarks/domain_similarity.py)
-and its bit vectors do not pickle under weights_only.
+call is not used because it takes one query at a time as Python objects (8-12 million
+pairs/s on one shared core against 19-28 million for the numpy blocks, drug-like molecules,
+benchmarks/domain_similarity.py) and its bit vectors do not pickle under weights_only.
 
 RDKit is imported only to make fingerprints: searching stored fingerprints needs numpy alone.
 """

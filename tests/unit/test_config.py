@@ -48,11 +48,14 @@ def test_minimal_recipe_takes_every_default() -> None:
 
 def test_model_defaults_equal_gps_model_defaults() -> None:
     params = inspect.signature(GPSModel).parameters
-    compt_only = ("name",) + COMPT_KEYS
+    # model.name and CoMPT's own keys are not GPSModel arguments; model.mol_features (extras'
+    # names) becomes GPSModel's mol_features (their column count) in the trainer.
+    not_gps = ("name", "mol_features") + COMPT_KEYS
     for name, value in vars(ModelConfig()).items():
-        if name not in compt_only:
+        if name not in not_gps:
             assert params[name].default == value, name
     assert ModelConfig().name == "gps"
+    assert ModelConfig().mol_features == () and params["mol_features"].default == 0
 
 
 def test_compt_keys_default_to_compt_model_defaults() -> None:

@@ -303,6 +303,24 @@ def test_parquet_bad_inputs_are_one_line(tmp_path):
         assert "\n" not in str(error.value)
 
 
+def test_a_corrupt_row_group_is_named_after_the_rows_before_it(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = _parquet(tmp_path, n=12, row_group_size=4)
+    column = pq.ParquetFile(path).metadata.row_group(1).column(1)  # smiles of rows 5-8
+    data = bytearray(path.read_bytes())
+    start = column.data_page_offset
+    data[start:start + column.total_compressed_size] = b"\xff" * column.total_compressed_size
+    path.write_bytes(bytes(data))
+    header, rows = iter_table(path)
+    read = []
+    with pytest.raises(InputError, match=r"lib\.parquet: row group 2 of 3 \(row numbers 5-8\): "
+                                         r"cannot read Parquet data \("):
+        for position, _ in rows:
+            read.append(position)
+    assert read == [1, 2, 3, 4]  # rows are never shifted past the bad group
+
+
 @pytest.mark.parametrize("module, name, suffix", [
     ("pyarrow", "pyarrow", ".parquet"), ("python_calamine", "python-calamine", ".xlsx")])
 def test_a_missing_extra_is_one_line_saying_what_to_install(tmp_path, monkeypatch, module, name,
