@@ -34,6 +34,7 @@ Optuna is an optional extra (`pip install molsam[tune]`) and is imported only in
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -46,7 +47,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import numpy as np
 
@@ -203,6 +204,7 @@ class _DataCache:
 
     def _prepare(self, recipe: Recipe) -> _Prepared:
         from molsam.data.pipeline import split_store
+        from molsam.data.read_options import ReadOptions
         from molsam.data.splits import SplitIndices
         from molsam.devices import resolve_device
         from molsam.train.run import check_task_labels, load_recipe_data
@@ -211,7 +213,8 @@ class _DataCache:
         task = recipe.data.task or store.task
         check_task_labels(store, task)
         s = recipe.split
-        split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file)
+        split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file,
+                            read=ReadOptions.from_recipe(recipe.data))
         if len(split.train) == 0:
             raise ConfigError("split: the training part is empty (check split.sizes)")
         if len(split.val) == 0:
@@ -253,6 +256,9 @@ class Objective:
         self.data = _DataCache(base)
         self.on_epoch = on_epoch or (lambda info: None)
         self.running: list[int] = []  # trial ids this process is training (for Ctrl-C clean-up)
+        #: Context a trial trains in; a `--jobs` worker's lets a stop request interrupt only
+        #: there (molsam.tune_jobs), never Optuna's bookkeeping around it.
+        self.guard: Callable[[], ContextManager[None]] = contextlib.nullcontext
 
     def metric_and_task(self) -> tuple[str, str]:
         """The objective's metric and the task (featurizes the base recipe's data)."""
@@ -283,8 +289,9 @@ class Objective:
         self.running.append(trial._trial_id)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
-            with tempfile.TemporaryDirectory(prefix=f".trial-{trial.number}-",
-                                             dir=self.work_dir) as tmp, \
+            with self.guard(), \
+                    tempfile.TemporaryDirectory(prefix=f".trial-{trial.number}-",
+                                                dir=self.work_dir) as tmp, \
                     cpu_threads(data.device, recipe.train.threads or DEFAULT_CPU_THREADS):
                 for position, seed in enumerate(recipe.train.seeds):
                     best: list[float] = []  # this seed's best validation score so far

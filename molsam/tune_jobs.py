@@ -12,8 +12,12 @@ constant liar) reads every worker's finished trials. molsam adds what a command 
 - progress in one place: workers send each finished trial and epoch to the parent, which calls
   tune_recipe's callbacks; the parent alone writes the outputs, once, when the workers are done.
 - a consistent study when stopped: Ctrl-C reaches every process of the terminal's process group;
-  SIGTERM to the parent is passed on as SIGTERM to the workers, which treat it like Ctrl-C. A
-  stopping worker marks its trial in progress failed. A worker that dies without doing so (killed,
+  SIGTERM to the parent is passed on at once as SIGTERM to the workers, which treat it like
+  Ctrl-C. A worker stops cooperatively (`_StopRequest`): a signal interrupts training at once,
+  but never Optuna's own bookkeeping (asking for a trial, writing its state), which would leave a
+  trial RUNNING; there the worker stops at the next trial's start instead. A stopping worker
+  marks its trial in progress failed, quietly (Optuna's warning with the KeyboardInterrupt's
+  traceback is not the user's concern). A worker that dies without doing so (killed,
   out of memory) is noticed by the parent, which marks its RUNNING trials failed (workers tag their
   trials with `machine:pid`, so trials of other machines on a shared storage are left alone) and
   stops the others: a crash ends the search with an error naming the worker, never a hang.
@@ -116,8 +120,36 @@ def claim_trial(claimed: Any, trials: int | None, deadline: float | None) -> boo
 
 
 # ------------------------------------------------------------------------------------ worker
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _StopRequest:
+    """A worker's stop request (SIGINT or SIGTERM): recorded always, raised as
+    KeyboardInterrupt only while the worker is inside `interruptible()` (training a trial)."""
+
+    requested = False
+    interruptible = False
+
+    @classmethod
+    def on_signal(cls, signum: int, frame: Any) -> None:
+        cls.requested = True
+        if cls.interruptible:
+            cls.interruptible = False  # one interrupt: the clean-up that follows runs to the end
+            raise KeyboardInterrupt
+
+    @classmethod
+    @contextmanager
+    def interruptible(cls) -> Iterator[None]:
+        """Training a trial: a stop request (earlier or now) interrupts it."""
+        if cls.requested:
+            raise KeyboardInterrupt
+        cls.interruptible = True
+        try:
+            yield
+        finally:
+            cls.interruptible = False
+
+
+class Terminated(KeyboardInterrupt):
+    """The parent was sent SIGTERM (not Ctrl-C, which its workers receive themselves): the
+    workers are told at once."""
 
 
 def _one_line(error: BaseException) -> str:
@@ -133,23 +165,27 @@ def worker_main(spec: WorkerSpec, messages: Any, claimed: Any) -> None:
     """
     from molsam.tune import _fail_running, import_optuna, open_search
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _StopRequest.on_signal)
+    signal.signal(signal.SIGINT, _StopRequest.on_signal)
     search = None
     code = 0
     try:
         optuna = import_optuna()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the parent prints one line a trial
+        # The parent prints one line a trial; Optuna's warnings would add, for a stopped trial,
+        # the KeyboardInterrupt's traceback.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         search = open_search(
             spec.recipe, spec.out, spec.storage, study_name=spec.study_name, prune=spec.prune,
             on_epoch=lambda info: messages.put(("epoch", spec.index, info)),
             worker=worker_tag(os.getpid()), sampler_seed=spec.sampler_seed)
+        search.objective.guard = _StopRequest.interruptible
         def sent(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
             messages.put(("trial", spec.index, trial))
 
-        while claim_trial(claimed, spec.trials, spec.deadline):
+        while not _StopRequest.requested and claim_trial(claimed, spec.trials, spec.deadline):
             search.study.optimize(search.objective, n_trials=1, catch=(ConfigError,),
                                   callbacks=[sent])
-        last = ("done", spec.index, None)
+        last = ("stopped" if _StopRequest.requested else "done", spec.index, None)
     except KeyboardInterrupt:
         last = ("stopped", spec.index, None)
     except Exception as error:  # reported to the parent, which stops the search
@@ -242,7 +278,7 @@ def optimize_in_workers(
                 if i not in last_words:
                     crashed[i] = p.exitcode
 
-    interrupted = False
+    interrupted = terminated = False
     try:
         for index in range(n):
             spec = WorkerSpec(index, n, recipe, out, search.storage, study_name, prune,
@@ -255,14 +291,16 @@ def optimize_in_workers(
             settle(POLL_S)
             if crashed or any(kind == "error" for kind, _ in last_words.values()):
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop_signal:
         interrupted = True
+        terminated = isinstance(stop_signal, Terminated)
     finally:
         # Clean-up runs to the end even on a second Ctrl-C or SIGTERM: cut short, it would
         # leave trials RUNNING (the workers ignore further signals while they clean up, too).
         with _signals_ignored():
             try:
-                stop(INTERRUPT_GRACE_S if interrupted else 0.0)
+                # Ctrl-C reached the workers too: give them a moment to stop by themselves.
+                stop(INTERRUPT_GRACE_S if interrupted and not terminated else 0.0)
             finally:
                 for p in processes:
                     if p.exitcode is None:

@@ -645,7 +645,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     others = len(read_results(results_path)) - len(records)
     print()
     if not records:
-        print(f"no results in {results_path} for these settings")
+        print(f"no results in {results_path} for these flags ({others} records with other "
+              "settings, datasets or seeds: give the flags of the run)")
         return
     print(markdown_table(summary_rows(records)))
     if others:

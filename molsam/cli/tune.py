@@ -87,7 +87,9 @@ def _sigterm_as_interrupt():
         return
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        from molsam.tune_jobs import Terminated
+
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

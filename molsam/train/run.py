@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 
 from molsam.config import Recipe, load_recipe, recipe_to_dict, save_recipe
 from molsam.data.pipeline import DataSpec, load_store, split_store
+from molsam.data.read_options import ReadOptions
 from molsam.data.split_stats import saved_split_indices, split_statistics, write_splits_json
 from molsam.data.splits import file_split
 from molsam.data.targets import targets_line
@@ -63,7 +64,7 @@ def load_recipe_data(
     """Featurize (through the cache) the molecules a recipe names."""
     d = recipe.data
     store = load_store(
-        DataSpec(d.path, d.smiles_column, d.target_columns, d.id_column, d.task),
+        DataSpec.from_config(d),  # data.delimiter, data.decimal, data.sheet included
         rwse_steps=recipe_featurizer(recipe)[0],
         extras=recipe_featurizer(recipe)[1],
         workers=recipe.train.workers or None,
@@ -178,7 +179,8 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
             )
         dist.barrier()  # every rank has looked before rank 0 writes anything
         s = recipe.split
-        split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file)
+        split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file,
+                            read=ReadOptions.from_recipe(recipe.data))
         if dist.is_main:
             save_recipe(recipe, out / "recipe.yaml")
             stats, warnings = split_statistics(store, split)
