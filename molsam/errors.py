@@ -24,3 +24,9 @@ class CheckpointError(MolsamError):
 
 class DatasetError(MolsamError):
     """A named dataset is unknown or cannot be fetched."""
+
+
+class OutputError(InputError):
+    """A path cannot be written or read for a reason of the machine, not of the data: no space
+    left, no permission, a read-only file system, a missing folder. Names the path and what to
+    do (molsam.outputs.path_error). An InputError, so callers that catch those still do."""

@@ -1,5 +1,6 @@
 """Atomic JSON files: written to a temporary name in the same folder, then renamed over the
-target, so a crash never leaves a half-written summary, split or results file."""
+target, so a crash never leaves a half-written summary, split or results file. A write that
+fails (a full disk) removes its temporary file and raises an OSError naming the target."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ import json
 import os
 from pathlib import Path
 
+from molsam.outputs import naming
+
 
 def write_json_atomic(path: str | Path, data: object) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=1))
-    os.replace(temp, path)
+    text = json.dumps(data, indent=1)
+    with naming(path, temp):
+        try:
+            temp.write_text(text)
+            os.replace(temp, path)
+        finally:
+            if temp.exists():
+                temp.unlink()
     return path

@@ -5,16 +5,55 @@ or an output file name that is a folder would otherwise surface as an OSError tr
 inside a save, often after minutes of featurizing or training. These checks run first; `writes_to`
 also converts an OSError raised while writing (a disk that filled up, permissions changed
 meanwhile) into the same kind of message.
+
+The one place an operating-system error on a path becomes a message is `path_error` (the path,
+the system's reason, and what to do about it). `naming` gives such an error its path where the
+write lost it (file.write, torch.save), and the CLI's error boundary (molsam.cli.main) turns any
+that still escapes a command into one line with `environment_error`.
+
+Temporary files are written beside their target as `.NAME.XXXXXXXX.tmp` (tempfile's 8 random
+characters) and renamed over it when complete; `temp_beside` creates one, locked while its
+writer lives, after `sweep_stale_temps` has removed those a killed run left in that folder.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from molsam.errors import InputError
+from molsam.errors import InputError, OutputError
+
+try:  # POSIX: a writer's lock on its temp file tells a sweeper the file is in use
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: stale temp files are never swept
+    fcntl = None
+
+#: What to do about an operating-system error on a path, by errno ({other}: e.g. "another --out").
+ADVICE = {
+    errno.ENOSPC: "free space on that disk or choose {other}",
+    getattr(errno, "EDQUOT", -1): "free space within your quota or choose {other}",
+    errno.EFBIG: "choose {other} on a file system that holds larger files",
+    errno.EROFS: "choose {other} on a writable file system",
+    errno.EACCES: "fix its permissions or choose {other}",
+    errno.EPERM: "fix its permissions or choose {other}",
+    errno.ENOENT: "create the missing folder or choose {other}",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose {other}",
+    errno.EISDIR: "give a file name, not a folder",
+    errno.EIO: "check that disk or choose {other}",
+    errno.EMFILE: "raise the open-file limit (ulimit -n)",
+    errno.ENFILE: "close other programs or raise the system's open-file limit",
+}
+#: A temporary file of molsam's writers: tempfile.mkstemp(prefix=".NAME.", suffix=".tmp").
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+#: When this process started (near enough: this module is imported before any write). A temp
+#: file written since is never swept: it may belong to this very process.
+STARTED = time.time()
 
 
 def output_folder(path: str | Path, option: str, *, create: bool = True) -> Path:
@@ -70,8 +109,143 @@ def writes_to(path: str | Path, option: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        where = exc.filename or path
-        raise InputError(f"{option} {path}: cannot write {where} ({_reason(exc)})") from None
+        raise path_error(exc, path, option) from None
+    except RuntimeError as exc:
+        cause = torch_write_cause(exc)
+        if cause is None:
+            raise
+        raise path_error(cause, path, option) from None
+
+
+def path_error(exc: OSError, path: str | Path | None = None,
+               option: str | None = None) -> OutputError:
+    """One line for an OSError on a path: the path, the system's reason and what to do.
+
+    With `option` (how the user named `path`, e.g. "--out"): "--out P: cannot write F (reason);
+    advice"; without: "F: reason; advice". F is the file the error names, else `path`."""
+    where = exc.filename or path
+    other = f"another {option}" if option else "another place"
+    advice = ADVICE.get(exc.errno or 0)
+    tail = f"; {advice.format(other=other)}" if advice else ""
+    if option:
+        return OutputError(f"{option} {path}: cannot write {where} ({_reason(exc)}){tail}")
+    return OutputError(f"{where}: {_reason(exc)}{tail}")
+
+
+def environment_error(exc: BaseException) -> OutputError | None:
+    """The one-line error for an OSError of the machine (no space, permission, read-only file
+    system, missing folder: an errno in ADVICE) or torch.save's RuntimeError over one; None for
+    anything else (a bug keeps its traceback)."""
+    if isinstance(exc, RuntimeError):
+        exc = torch_write_cause(exc)
+    if isinstance(exc, OSError) and exc.errno in ADVICE:
+        return path_error(exc)
+    return None
+
+
+def torch_write_cause(exc: RuntimeError) -> OSError | None:
+    """The OSError behind torch.save's "[enforce fail at inline_container.cc:...]
+    PytorchStreamWriter failed writing file" (it is the RuntimeError's context when torch wrote
+    through a Python file object; when torch opened the file itself the errno is lost, and a
+    failed write there is, in practice, a full disk)."""
+    text = str(exc)
+    if "inline_container" not in text and "PytorchStreamWriter" not in text:
+        return None
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return OSError(errno.ENOSPC, f"torch.save could not write the file ({text.splitlines()[0]})")
+
+
+@contextmanager
+def naming(path: str | Path, temp: str | Path | None = None) -> Iterator[None]:
+    """Give an OSError raised while writing `path` (through its temp file `temp`) the path.
+
+    file.write and torch.save raise OSErrors without a file name (torch.save even a
+    RuntimeError), and a temp name means nothing to the user: the error is raised again as an
+    OSError of the same errno naming `path`, for path_error or the CLI to report. OSErrors that
+    name another file (an input read in the block), or carry no errno, pass unchanged."""
+    mine = {None, str(path), None if temp is None else str(temp)}
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None or (exc.filename not in mine and not _temp_of(exc.filename, path)):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    except RuntimeError as exc:
+        cause = torch_write_cause(exc)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from None
+
+
+def _temp_of(name: object, path: str | Path) -> bool:
+    """Is `name` a temp file of `path` (tempfile.mkstemp(prefix=".NAME.") beside it)?"""
+    if not isinstance(name, (str, os.PathLike)):
+        return False
+    name, path = Path(name), Path(path)
+    return name.parent == path.parent and name.name.startswith(f".{path.name}.")
+
+
+def temp_beside(path: str | Path) -> tuple[int, str]:
+    """(fd, name) of a new temporary file beside `path`, to be renamed over it when complete.
+
+    Temp files a killed run left in that folder are removed first (sweep_stale_temps); this one
+    is locked (flock) until its fd is closed, so another process's sweep leaves it alone."""
+    path = Path(path)
+    sweep_stale_temps(path.parent)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass  # a file system without locks: the age rule alone protects it
+    return fd, temp
+
+
+def sweep_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temp files (TEMP_NAME) that a killed molsam left in `folder`; returns them.
+
+    A file goes only if it is older than this process (STARTED) and no process holds its lock
+    (a live writer of temp_beside does): a run killed outright (SIGKILL, the machine lost) never
+    got to remove its temp file, and nothing else ever would. Errors are ignored: sweeping is
+    housekeeping, never a reason to fail a write."""
+    if fcntl is None:
+        return []
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        if not TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime >= STARTED:
+                continue
+            if _in_use(entry.path):
+                continue
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _in_use(path: str) -> bool:
+    """Does a live process hold the lock of this temp file?"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock taken here
+    return False
 
 
 def _writable(folder: Path) -> bool:

@@ -377,6 +377,7 @@ def prepare(dataset: str, recipe_path: Path, overrides: Sequence[str], work: Pat
 
     from molsam.config import apply_overrides, load_recipe_dict, recipe_from_dict
     from molsam.data.pipeline import split_store
+    from molsam.data.read_options import ReadOptions
     from molsam.train.metrics import default_metric
     from molsam.train.run import check_task_labels, load_recipe_data
 
@@ -388,7 +389,8 @@ def prepare(dataset: str, recipe_path: Path, overrides: Sequence[str], work: Pat
         raise SystemExit(f"{dataset}: task {task!r} is not compared here")
     check_task_labels(store, task)
     s = recipe.split
-    split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file)
+    split = split_store(store, s.method, s.sizes, s.seed, column=s.column, split_file=s.file,
+                        read=ReadOptions.from_recipe(recipe.data))
     parts = {name: [int(i) for i in index] for name, index in split.parts().items()}
     split_sha = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     folder = work / dataset / f"data-{split_sha}"

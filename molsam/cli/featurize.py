@@ -24,6 +24,17 @@ def parse_sizes(text: str) -> tuple[float, float, float]:
     return sizes
 
 
+def featurizer_extras(names: list[str]) -> tuple[str, ...]:
+    """--features values checked against molsam.chem.spec.FEATURIZER_EXTRAS (one-line error)."""
+    from molsam.chem.spec import FEATURIZER_EXTRAS
+    from molsam.errors import ConfigError
+
+    unknown = [n for n in names if n not in FEATURIZER_EXTRAS]
+    if unknown:
+        raise ConfigError(f"--features {unknown[0]}: not one of {', '.join(FEATURIZER_EXTRAS)}")
+    return tuple(dict.fromkeys(names))
+
+
 def featurize(
     data: str = typer.Argument(..., help="CSV/TSV, SD (.sdf), SMILES (.smi), Excel (.xlsx) or Parquet file, or dataset name (`molsam datasets`)."),
     smiles_col: str = typer.Option(None, "--smiles-col", help="SMILES column [default: smiles]."),
@@ -44,6 +55,12 @@ def featurize(
     delimiter: str = typer.Option(None, "--delimiter", help=DELIMITER_HELP),
     decimal: str = typer.Option(None, "--decimal", help=DECIMAL_HELP),
     sheet: str = typer.Option(None, "--sheet", help=SHEET_HELP),
+    features: list[str] = typer.Option(
+        [], "--features",
+        help="Featurizer extras to compute too (repeatable): rdkit2d, morgan_count (what "
+             "model.mol_features reads), compt (CoMPT's inputs). Training finds them in the "
+             "cache."),
+    pe_steps: int = typer.Option(16, "--pe-steps", help="RWSE steps (model.pe_steps)."),
 ) -> None:
     """Featurize molecules, split them, and write store.pt, splits.json and invalid_rows.csv."""
     from rich.console import Console
@@ -67,7 +84,8 @@ def featurize(
         reading = describe_source(spec.resolve()[0], read)
         with progress_callback("featurizing") as update:
             store = load_store(
-                spec, workers=workers, use_cache=not no_cache, strict=strict, on_progress=update
+                spec, workers=workers, use_cache=not no_cache, strict=strict, on_progress=update,
+                rwse_steps=pe_steps, extras=featurizer_extras(features),
             )
         seconds = time.perf_counter() - start
         # Imported only now: it imports torch, which load_store loads while its workers run

@@ -1,11 +1,14 @@
 """The `molsam` command: a Typer app whose commands live in one small module each.
 
 The error boundary is here: a MolsamError (bad input, bad recipe, bad checkpoint) becomes one line
-on stderr and exit code 2; anything else is a bug and keeps its traceback.
+on stderr and exit code 2; so does, as a last resort, an operating-system error on a path that a
+command let through (no space, permission, read-only file system, missing folder: see
+molsam.outputs.environment_error); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
@@ -66,3 +69,29 @@ from molsam.cli import calibrate as _calibrate  # noqa: E402
 for _command in (_featurize, _train, _datasets, _evaluate, _predict, _benchmark, _tune,
                  _sharpness, _recipe, _calibrate):
     _command.register(app)
+
+
+def _environment_boundary(command):
+    """`command`, with an OSError of the machine (or torch.save's RuntimeError over one) that it
+    let through turned into one line naming the path and what to do (exit 2), instead of a
+    traceback. Writers name their paths (molsam.outputs.naming); the traceback of such an error
+    is still logged with --verbose."""
+
+    @functools.wraps(command)
+    def guarded(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (OSError, RuntimeError) as exc:
+            from molsam.outputs import environment_error
+
+            error = environment_error(exc)
+            if error is None:
+                raise
+            logging.getLogger("molsam").debug("traceback of the error below", exc_info=True)
+            raise fail(error) from None
+
+    return guarded
+
+
+for _info in app.registered_commands:
+    _info.callback = _environment_boundary(_info.callback)

@@ -336,14 +336,22 @@ class GraphStore:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically: a temporary file in the same folder, then rename over `path`."""
+        """Write atomically: a temporary file in the same folder, then rename over `path`.
+
+        torch.save writes through a Python file so that a full disk surfaces as an OSError (with
+        its errno, naming `path`: molsam.outputs.naming), not as a bare RuntimeError."""
+        from molsam.outputs import naming
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
+        with naming(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                            suffix=".tmp")
         try:
-            torch.save(self.to_dict(), temp)
-            os.replace(temp, path)
+            with naming(path, temp), os.fdopen(handle, "wb") as file:
+                torch.save(self.to_dict(), file)
+            with naming(path, temp):
+                os.replace(temp, path)
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)

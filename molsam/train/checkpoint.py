@@ -35,6 +35,7 @@ from molsam.chem.spec import FEATURIZER_VERSION, featurizer_spec, spec_extras
 from molsam.config import Recipe, recipe_to_dict
 from molsam.errors import CheckpointError
 from molsam.models import build_model, featurizer_options
+from molsam.outputs import naming
 from molsam.train.losses import LOSSES, outputs_per_target
 
 FORMAT = "molsam-checkpoint"
@@ -100,13 +101,15 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     path = Path(path)
     payload = {**payload, "format": FORMAT, "format_version": FORMAT_VERSION}
     _check_plain(payload, "checkpoint")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with naming(path):  # a full disk or a read-only folder: an OSError naming `path`
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with naming(path, tmp):
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(payload, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

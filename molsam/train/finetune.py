@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from molsam.errors import CheckpointError, ConfigError
-from molsam.train.checkpoint import load_checkpoint
+from molsam.train.checkpoint import checkpoint_loss, load_checkpoint
 
 #: The checkpoint a run directory's replicate is used by (as molsam predict uses it).
 CHECKPOINT_NAME = "best.pt"
@@ -51,8 +51,9 @@ def checkpoint_for_seed(path: str | Path, seed: int) -> Path:
 
 
 def load_encoder(model: nn.Module, path: Path, featurizer: dict, target_names: list[str],
-                 task: str) -> bool:
-    """Copy the encoder (and the head when the targets and task match) of checkpoint `path`
+                 task: str, loss: str = "mse") -> bool:
+    """Copy the encoder (and the head when the targets, task and loss match: an mve head has
+    twice the outputs) of checkpoint `path`
     into `model`. `featurizer` is the spec this run featurizes with: a checkpoint made from
     other inputs is refused. Returns whether the head was copied too.
 
@@ -71,7 +72,8 @@ def load_encoder(model: nn.Module, path: Path, featurizer: dict, target_names: l
             f"{[(theirs or {}).get(k) for k in differing]} vs this recipe's "
             f"{[featurizer.get(k) for k in differing]}); use the same model.name, pe_steps and "
             "mol_features")
-    same_head = ckpt.get("target_names") == list(target_names) and ckpt.get("task") == task
+    same_head = (ckpt.get("target_names") == list(target_names) and ckpt.get("task") == task
+                 and checkpoint_loss(ckpt) == loss)
     state = ckpt["model_state"]
     own = model.state_dict()
     copied = {}

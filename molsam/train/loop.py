@@ -295,7 +295,7 @@ class ReplicateTrainer:
             self.init_from = checkpoint_for_seed(recipe.train.init_from, seed)
             self.head_reused = load_encoder(
                 self.model, self.init_from, featurizer_spec(*featurizer_options(self.model)),
-                target_names, task)
+                target_names, task, self.loss)
             freeze(self.model, recipe.train.freeze)
         self.loss_weighted = recipe.train.loss_weighting == "loss"
         self.dist.broadcast_parameters(self.model)

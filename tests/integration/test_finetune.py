@@ -93,3 +93,10 @@ def test_a_checkpoint_featurized_otherwise_is_refused_in_one_line(tmp_path, pret
 def test_freeze_without_init_from_is_a_recipe_error(tmp_path):
     with pytest.raises(ConfigError, match="train.freeze"):
         _recipe(tmp_path / "x.csv", freeze="encoder")
+
+
+def test_an_mve_run_starts_from_an_mse_model_with_a_new_head(tmp_path):
+    data = _csv(tmp_path, "esol.csv", 40)
+    train_recipe(_recipe(data), tmp_path / "pre")
+    train_recipe(_recipe(data, init_from=str(tmp_path / "pre"), loss="mve"), tmp_path / "ft")
+    assert _state(tmp_path / "ft", "last.pt")["head.3.weight"].shape[0] == 2  # mean, variance

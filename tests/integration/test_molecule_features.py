@@ -98,3 +98,22 @@ def test_duplicate_or_unknown_molecule_features_are_refused(tmp_path):
         _recipe(tmp_path / "x.csv", {"mol_features": ["rdkit2d", "rdkit2d"]})
     with pytest.raises(ConfigError, match="model.mol_features"):
         _recipe(tmp_path / "x.csv", {"mol_features": ["rdkit3d"]})
+
+
+def test_featurize_features_fills_the_cache_that_training_reads(tmp_path):
+    from typer.testing import CliRunner
+
+    from molsam.cli.main import app
+    from molsam.data.store import GraphStore
+    from molsam.train.run import load_recipe_data
+
+    data = _csv(tmp_path, "esol.csv", 20)
+    result = CliRunner().invoke(app, ["featurize", str(data), "--features", "rdkit2d",
+                                      "--split", "random", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 0, result.output
+    store = GraphStore.load(tmp_path / "f" / "store.pt")
+    assert store.mol_features.shape == (20, len(RDKIT2D_NAMES))
+    recipe = _recipe(data, {"mol_features": ["rdkit2d"]})
+    np.testing.assert_array_equal(load_recipe_data(recipe).mol_features, store.mol_features)
+    bad = CliRunner().invoke(app, ["featurize", str(data), "--features", "rdkit3d"])
+    assert bad.exit_code != 0 and "--features rdkit3d: not one of" in bad.output
