@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: CoMPT's training throughput beside GPS (graphs/s, batch 32), then
 # the whole BBBP attribution table (benchmarks/suites/compt-attribution-bbbp.yaml: 6 columns x
-# 5 seeds, CoMPT under the GraphSAM paper's protocol), one cell at a time on the GPU.
+# 5 seeds, CoMPT under the GraphSAM paper's protocol) and its GPS control
+# (compt-attribution-bbbp-gps.yaml), one cell at a time on the GPU.
 #
 #   benchmarks/compt_gpu.sh [OUT_DIR]
 #
@@ -24,7 +25,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT_DIR/env.txt" 2>&1
 timeout "${BENCH_TIMEOUT:-300}" "$PY" benchmarks/compt_throughput.py --device cuda --rounds 3 \
   2>&1 | tee "$OUT_DIR/throughput.txt" || status=1
 # The grid resumes cell by cell: a call cut short by GRID_TIMEOUT continues on the next call.
-timeout "${GRID_TIMEOUT:-3000}" "$PY" -m molsam benchmark benchmarks/suites/compt-attribution-bbbp.yaml \
-  --out "$OUT_DIR/compt-attribution-bbbp" --jobs 1 > "$OUT_DIR/grid.log" 2>&1 || status=1
-tail -40 "$OUT_DIR/grid.log"
+for suite in compt-attribution-bbbp compt-attribution-bbbp-gps; do  # CoMPT, then its GPS control
+  timeout "${GRID_TIMEOUT:-3000}" "$PY" -m molsam benchmark "benchmarks/suites/$suite.yaml" \
+    --out "$OUT_DIR/$suite" --jobs 1 > "$OUT_DIR/$suite.log" 2>&1 || status=1
+  tail -30 "$OUT_DIR/$suite.log"
+done
 exit $status

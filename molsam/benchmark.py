@@ -59,7 +59,8 @@ from molsam.config import (
     recipe_to_dict,
 )
 from molsam.errors import ConfigError
-from molsam.jsonio import write_json_atomic
+from molsam.jsonio import write_json_atomic, write_text_atomic
+from molsam.outputs import naming, output_folder
 from molsam.train.metrics import LOWER_IS_BETTER, mean_std
 
 log = logging.getLogger("molsam")
@@ -370,8 +371,7 @@ def run_benchmark(
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir, "--out")  # read-only, not creatable: one line, before training
     report = on_cell or (lambda info: None)
     grid = cells(suite)
     pending = []
@@ -633,19 +633,20 @@ def write_results(suite: Suite, out_dir: str | Path) -> dict:
         "val_mean", "val_std", "epochs_mean", "graphs_per_s", "train_seconds_per_run",
         "wall_seconds_per_run", "epoch_time_vs_baseline", "reference",
         *map(_summary_column, _flatness_columns(suite))])
-    (out / "results.md").write_text(results_markdown(suite, results))
+    write_text_atomic(out / "results.md", results_markdown(suite, results))
     plot_results(suite, results, out / "results.png")
     return results
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
-    os.replace(temp, path)
+    with naming(path, temp):  # a full disk: an OSError naming the table
+        with open(temp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+        os.replace(temp, path)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -767,8 +768,11 @@ def plot_results(suite: Suite, results: dict, out: str | Path) -> Path:
             axis.text(0.5, 0.5, "not run", ha="center", va="center", transform=axis.transAxes)
     for k in range(n, rows_n * columns):
         axes[k // columns][k % columns].set_visible(False)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    try:
+        with naming(out):
+            figure.savefig(out, dpi=100)
+    finally:
+        plt.close(figure)
     return Path(out)
 
 

@@ -220,6 +220,9 @@ class DataConfig(_Frozen):
     delimiter: Choice((",", ";", "|", "tab", "\\t", "comma", "semicolon", "pipe")) | None = None
     decimal: Choice((".", ",", "point", "comma")) | None = None
     sheet: Text | None = None
+    # Numeric columns of the file joined to the model's molecule-level features (e.g. an assay
+    # temperature); predict and evaluate read the same columns from their input.
+    feature_columns: Columns | None = None
 
 
 class SplitConfig(_Frozen):
@@ -610,6 +613,11 @@ class Recipe(_Frozen):
         if model.pooling not in allowed:
             raise _molsam_error("model.pooling", f"{model.pooling!r} is not a {model.name} "
                                 f"pooling; valid: {', '.join(allowed)}")
+        overlap = set(data.feature_columns or ()) & (
+            set(data.target_columns or ()) | {data.smiles_column})
+        if overlap:
+            raise _molsam_error("data.feature_columns", f"{sorted(overlap)[0]!r} is also the "
+                                "SMILES column or a target")
         if len(set(model.mol_features)) != len(model.mol_features):
             raise _molsam_error("model.mol_features", f"duplicate entries in "
                                 f"{list(model.mol_features)}")
@@ -1082,6 +1090,7 @@ def _plain(value: Any) -> Any:
 #: only when they differ from their defaults, so the resolved form of every recipe that does
 #: not use them stays what it was (a continued tune study or benchmark grid still matches).
 LATER_KEYS = {
+    "data": ("delimiter", "decimal", "sheet", "feature_columns"),
     "model": ("name", *COMPT_KEYS, "mol_features"),
     "optim": ("decay_epochs", "warmup_factor", "variant", "radius", "encoder_lr_scale"),
     "train": ("loss_weighting", "loss", "init_from", "freeze"),
@@ -1114,12 +1123,16 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the fully resolved recipe as YAML (atomically: temp file + rename)."""
     path = Path(path)
+    from molsam.outputs import naming  # a full disk: an OSError naming `path`
+
     text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+        with naming(path, tmp):
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

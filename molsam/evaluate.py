@@ -29,6 +29,7 @@ other names.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,9 +117,21 @@ class Evaluation:
         }
 
     def write_json(self, path: str | Path) -> Path:
+        """Atomically (temp file + rename): a full disk leaves an earlier report whole."""
+        from molsam.outputs import naming, temp_beside
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        fd, temp = temp_beside(path)
+        try:
+            with naming(path, temp):
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                os.replace(temp, path)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
         return path
 
 
@@ -145,7 +158,15 @@ def _recipe_spec(ensemble: Ensemble) -> DataSpec:
         id_column=data.get("id_column"),
         task=data.get("task"),
         read=ReadOptions.from_recipe(data),  # data.delimiter, .decimal, .sheet (None if absent)
+        feature_columns=feature_columns(ensemble),
     )
+
+
+def feature_columns(ensemble: Ensemble) -> tuple[str, ...] | None:
+    """The input columns the models read as features (the recipe's data.feature_columns)."""
+    data = ensemble.recipe.get("data") if isinstance(ensemble.recipe, dict) else None
+    columns = (data or {}).get("feature_columns")
+    return tuple(columns) if columns else None
 
 
 def _labels(store: GraphStore, target_names: Sequence[str]) -> np.ndarray:
@@ -187,7 +208,8 @@ def _data_spec(
     --smiles-col; read with `read`."""
     columns = label_columns(ensemble, targets)
     if is_dataset_name(data):
-        return DataSpec(data, smiles_column, columns, None, ensemble.task, read)
+        return DataSpec(data, smiles_column, columns, None, ensemble.task, read,
+                        feature_columns(ensemble))
     header, _ = iter_table(Path(data).expanduser(), read=read)
     # In an SD file the structure is the record's own (`smiles`), whatever the training column.
     if smiles_column is None and ensemble.smiles_column and header.unit != "record":
@@ -210,7 +232,8 @@ def _data_spec(
                 f"{header.path}: no label column {name!r} the model predicts (columns: {found}); "
                 f"--target {task}=COLUMN scores another column"
             ) from None
-    return DataSpec(data, smiles_column, columns, None, ensemble.task, read)
+    return DataSpec(data, smiles_column, columns, None, ensemble.task, read,
+                    feature_columns(ensemble))
 
 
 @dataclass

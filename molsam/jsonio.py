@@ -12,10 +12,13 @@ from molsam.outputs import naming
 
 
 def write_json_atomic(path: str | Path, data: object) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=1))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp")
-    text = json.dumps(data, indent=1)
     with naming(path, temp):
         try:
             temp.write_text(text)

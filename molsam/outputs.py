@@ -160,25 +160,33 @@ def torch_write_cause(exc: RuntimeError) -> OSError | None:
 
 
 @contextmanager
-def naming(path: str | Path, temp: str | Path | None = None) -> Iterator[None]:
+def naming(path: str | Path, temp: str | Path | None = None,
+           option: str | None = None) -> Iterator[None]:
     """Give an OSError raised while writing `path` (through its temp file `temp`) the path.
 
     file.write and torch.save raise OSErrors without a file name (torch.save even a
     RuntimeError), and a temp name means nothing to the user: the error is raised again as an
-    OSError of the same errno naming `path`, for path_error or the CLI to report. OSErrors that
-    name another file (an input read in the block), or carry no errno, pass unchanged."""
+    OSError of the same errno naming `path`, for path_error or the CLI to report (with `option`,
+    e.g. "--out", as path_error's OutputError at once). OSErrors that name another file (an
+    input read in the block), or carry no errno, pass unchanged."""
     mine = {None, str(path), None if temp is None else str(temp)}
     try:
         yield
     except OSError as exc:
-        if exc.errno is None or (exc.filename not in mine and not _temp_of(exc.filename, path)):
+        if exc.errno not in ADVICE or (exc.filename not in mine
+                                       and not _temp_of(exc.filename, path)):
             raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
+        named = OSError(exc.errno, exc.strerror, str(path))
     except RuntimeError as exc:
         cause = torch_write_cause(exc)
         if cause is None:
             raise
-        raise OSError(cause.errno, cause.strerror, str(path)) from None
+        named = OSError(cause.errno, cause.strerror, str(path))
+    else:
+        return
+    if option is not None:
+        raise path_error(named, path, option) from None
+    raise named from None
 
 
 def _temp_of(name: object, path: str | Path) -> bool:

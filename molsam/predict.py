@@ -25,12 +25,12 @@ from __future__ import annotations
 import io
 import os
 import sys
-import tempfile
+import tempfile  # noqa: F401  (tests patch molsam.predict.tempfile.mkstemp)
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -45,9 +45,18 @@ from molsam.data.store import GraphStore
 from molsam.data.table import TableHeader, iter_blocks, iter_table
 from molsam.devices import cpu_threads, resolve_device
 from molsam.errors import CheckpointError, ConfigError, InputError
-from molsam.outputs import output_file, writes_to
+from molsam.outputs import naming, output_file, temp_beside, writes_to
+from molsam.predict_uncertainty import (
+    DEFAULT_OPTIONS,
+    NEIGHBORS_COLUMN,
+    SIMILARITY_COLUMN,
+    Plan,
+    PredictOptions,
+    block_extras,
+    plan_for,
+)
 from molsam.predict_writers import INPUT, NUMBER, TEXT, CsvRows, output_format, parquet_output
-from molsam.train.checkpoint import load_checkpoint, model_from_checkpoint
+from molsam.train.checkpoint import checkpoint_loss, load_checkpoint, model_from_checkpoint
 from molsam.train.inference import predict_raw, to_output_units
 
 if TYPE_CHECKING:  # featurizing SMILES needs RDKit; scoring a store or loading models must not
@@ -118,9 +127,29 @@ class Ensemble:
     recipe: dict
     device: torch.device
     classes: list[list[str]] | None = None
+    #: Per member: the loss it was trained with ("mse", or "mve": an MVE head), its stored
+    #: calibration (ckpt["calibration"], None if none) and its ensemble member id
+    #: [seed, created] (molsam.train.calibration.member_id). Empty: unknown (all "mse").
+    losses: list[str] = field(default_factory=list)
+    calibrations: list[dict | None] = field(default_factory=list)
+    member_ids: list[list] = field(default_factory=list)
+    #: The training molecules' fingerprints (molsam.uncertainty.domain.Fingerprints: the
+    #: members', which share a split, or their union when they differ), or None, with
+    #: domain_note saying why.
+    domain: object | None = None
+    domain_note: str = ""
+    _plans: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.models)
+
+    def plan(self, options: PredictOptions | None = None) -> Plan:
+        """`options` resolved against these checkpoints (molsam.predict_uncertainty.plan_for),
+        once per options."""
+        options = options or DEFAULT_OPTIONS
+        if options not in self._plans:
+            self._plans[options] = plan_for(self, options)
+        return self._plans[options]
 
     @property
     def num_classes(self) -> list[int] | None:
@@ -155,22 +184,32 @@ class Ensemble:
         Batches follow molecule size within `indices` (less attention padding); rows come back
         in the order of `indices`.
         """
+        raw = self.raw_outputs(source, indices, batch_size)
+        out = np.empty((len(self.models), len(raw[0]) if raw else 0, self.num_outputs))
+        for m, (outputs, scaler) in enumerate(zip(raw, self.scalers)):
+            out[m] = to_output_units(outputs, self.task, scaler, self.num_classes)
+        return out
+
+    def raw_outputs(
+        self, source: BatchSource, indices: np.ndarray, batch_size: int | None = None
+    ) -> list[np.ndarray]:
+        """Each member's raw outputs (logits, standardized values, an MVE head's 2T columns):
+        M arrays float32 [len(indices), O_raw], rows in the order of `indices`; batched by
+        molecule size as predict_source says."""
         indices = np.asarray(indices, dtype=np.int64)
         batch_size = batch_size or default_batch_size(self.device)
         order = np.argsort(source.atom_counts_host[indices], kind="stable")
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         batches = padded_batches(source.atom_counts_host[indices[order]], batch_size)
-        out = np.empty((len(self.models), len(indices), self.num_outputs))
+        out = []
         with torch.inference_mode():
-            for m, (model, scaler) in enumerate(zip(self.models, self.scalers)):
+            for model in self.models:
                 raw = torch.cat([
                     predict_raw(model, source, indices[order[lo:hi]], hi - lo)
                     for lo, hi in batches
-                ]) if batches else torch.zeros((0, self.num_outputs))
-                out[m] = to_output_units(
-                    raw.cpu().numpy(), self.task, scaler, self.num_classes
-                )[inverse]
+                ]) if batches else torch.zeros((0, model.num_tasks))
+                out.append(raw.cpu().numpy()[inverse])
         return out
 
 
@@ -201,9 +240,16 @@ def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "aut
     """
     device = device if isinstance(device, torch.device) else resolve_device(device)
     files = resolve_model_paths(paths)
+    from molsam.train.calibration import member_id
+
     models, scalers, first, first_path = [], [], None, None
+    losses, calibrations, member_ids, domains = [], [], [], []
     for path in files:
         ckpt = load_checkpoint(path)
+        losses.append(checkpoint_loss(ckpt))
+        calibrations.append(ckpt.get("calibration"))
+        member_ids.append(member_id(ckpt))
+        domains.append(ckpt.get("domain"))
         if first is None:
             first, first_path = ckpt, path
         else:
@@ -220,6 +266,7 @@ def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "aut
         scalers.append(ckpt["scaler"])
         del ckpt["model_state"]  # weights now live in the model; keep the rest light
     assert first is not None  # resolve_model_paths refuses an empty list
+    domain, domain_note = _training_domain(files, domains)
     return Ensemble(
         paths=files,
         models=models,
@@ -230,7 +277,39 @@ def load_ensemble(paths: Sequence[str | Path], device: str | torch.device = "aut
         featurizer=dict(first["featurizer"]),
         recipe=first["recipe"] if isinstance(first["recipe"], dict) else {},
         device=device,
+        losses=losses,
+        calibrations=calibrations,
+        member_ids=member_ids,
+        domain=domain,
+        domain_note=domain_note,
     )
+
+
+def _training_domain(files: list[Path], records: list) -> tuple[object | None, str]:
+    """The members' training fingerprints as one set: the first member's when all hold the
+    same (one run: a shared split), else the union of the distinct ones; (None, why) when a
+    member holds none."""
+    from molsam.uncertainty.domain import Fingerprints
+
+    for path, record in zip(files, records):
+        if not isinstance(record, dict):
+            return None, (f"{path} holds no training fingerprints (written before molsam "
+                          "stored them, or trained without RDKit)")
+    try:
+        distinct = [records[0]]
+        for record in records[1:]:
+            if all(record.get("bits") != seen.get("bits") for seen in distinct):
+                distinct.append(record)
+        sets = [Fingerprints.from_dict(record) for record in distinct]
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"unreadable training fingerprints ({' '.join(str(exc).split())[:120]})"
+    if len(sets) == 1:
+        return sets[0], ""
+    if len({s.n_bits for s in sets}) > 1:
+        return None, "the members' training fingerprints have different sizes"
+    return Fingerprints(np.concatenate([s.bits for s in sets]),
+                        np.concatenate([s.valid for s in sets]), sets[0].radius,
+                        sets[0].n_bits), ""
 
 
 def _short(value: object) -> str:
@@ -257,9 +336,14 @@ class Predictions:
     """Predictions for N input SMILES, in input order.
 
     mean: float64 [N, O] (NaN for invalid SMILES; O outputs: one per target, or each multiclass
-    target's class probabilities); std: [N, O] population std over members (zeros for a single
+    target's class probabilities, calibrated when the options ask for uncertainty and a
+    temperature is stored); std: [N, O] population std over members (zeros for a single
     model); members: [M, N, O]; errors: [N] "" or the reason; labels: multiclass only, [N][T]
     predicted class names (highest mean probability; "" for an invalid SMILES).
+    What PredictOptions add (molsam.predict_uncertainty; None when not asked for or not
+    available; NaN for an invalid SMILES): sigma, lower, upper, entropy, disagreement:
+    float64 [N, T]; similarity (to the nearest training molecule), neighbors (training
+    molecules with similarity above 0.4): float64 [N].
     """
 
     target_names: list[str]
@@ -268,6 +352,13 @@ class Predictions:
     members: np.ndarray
     errors: list[str]
     labels: list[list[str]] | None = None
+    sigma: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    entropy: np.ndarray | None = None
+    disagreement: np.ndarray | None = None
+    similarity: np.ndarray | None = None
+    neighbors: np.ndarray | None = None
 
 
 def predict_smiles(
@@ -276,28 +367,54 @@ def predict_smiles(
     *,
     batch_size: int | None = None,
     workers: int | None = 1,
+    options: PredictOptions | None = None,
 ) -> Predictions:
-    """Predict a list of SMILES held in memory (for notebooks; files go through predict_csv)."""
+    """Predict a list of SMILES held in memory (for notebooks; files go through predict_csv).
+    `options`: uncertainty, intervals and domain (molsam.predict_uncertainty; default: plain
+    predictions and, when the checkpoints hold training fingerprints, the domain)."""
     from molsam.chem.parallel import featurize_many
 
     arrays = featurize_many(list(smiles), ensemble.rwse_steps, workers=workers,
-                            extras=ensemble.extras)
-    return _block_predictions(ensemble, arrays, len(smiles), batch_size)
+                            extras=featurize_extras(ensemble, options))
+    return _block_predictions(ensemble, arrays, len(smiles), batch_size, options)
+
+
+def featurize_extras(ensemble: Ensemble, options: PredictOptions | None = None) -> tuple[str, ...]:
+    """What the featurization workers make for this ensemble and these options: the models'
+    featurizer extras, plus packed Morgan fingerprints when the domain columns are written
+    (molsam.chem.parallel.DOMAIN_FINGERPRINTS)."""
+    if not ensemble.plan(options).domain:
+        return ensemble.extras
+    from molsam.chem.parallel import DOMAIN_FINGERPRINTS
+
+    return (*ensemble.extras, DOMAIN_FINGERPRINTS)
 
 
 def _block_predictions(
-    ensemble: Ensemble, arrays: FeaturizedArrays, n: int, batch_size: int | None
+    ensemble: Ensemble, arrays: FeaturizedArrays, n: int, batch_size: int | None,
+    options: PredictOptions | None = None, block: int = 0,
 ) -> Predictions:
+    plan = ensemble.plan(options)
     members = np.full((len(ensemble), n, ensemble.num_outputs), np.nan)
+    extras = None
     if len(arrays.valid):
         source = arrays_source(arrays, n, ensemble.device)
-        members[:, arrays.valid] = ensemble.predict_source(
-            source, np.arange(len(arrays.valid)), batch_size
-        )
+        indices = np.arange(len(arrays.valid))
+        raw = ensemble.raw_outputs(source, indices, batch_size)
+        values = np.stack([to_output_units(r, ensemble.task, scaler, ensemble.num_classes)
+                           for r, scaler in zip(raw, ensemble.scalers)])
+        members[:, arrays.valid] = values
+        if plan.domain and arrays.fingerprints is None:
+            raise ValueError("the domain columns need fingerprints: featurize with "
+                             "featurize_extras(ensemble, options)")
+        extras = block_extras(ensemble, plan, raw, values, source, indices, arrays.fingerprints,
+                              block, batch_size)
     errors = [""] * n
     for position, reason in arrays.invalid:
         errors[position] = reason or "invalid SMILES"
     mean, std = summarize(members)
+    if extras is not None and extras.values is not None:  # calibrated probabilities
+        mean[arrays.valid] = extras.values
     labels = None
     if ensemble.classes is not None:
         labels = [[""] * len(ensemble.classes) for _ in range(n)]
@@ -307,7 +424,21 @@ def _block_predictions(
             for row, best in zip(arrays.valid.tolist(), block.argmax(axis=1).tolist()):
                 labels[row][t] = names[best]
             start += len(names)
-    return Predictions(list(ensemble.target_names), mean, std, members, errors, labels)
+    found = Predictions(list(ensemble.target_names), mean, std, members, errors, labels)
+    tasks = len(ensemble.target_names)
+    for name in ("sigma", "lower", "upper", "entropy", "disagreement", "similarity",
+                 "neighbors"):
+        value = None if extras is None else getattr(extras, name)
+        wanted = {"sigma": plan.std, "lower": plan.interval is not None,
+                  "upper": plan.interval is not None, "entropy": plan.entropy,
+                  "disagreement": plan.disagreement, "similarity": plan.domain,
+                  "neighbors": plan.domain}[name]
+        if wanted:  # rows of every input, NaN where the SMILES is invalid
+            full = np.full((n,) if name in ("similarity", "neighbors") else (n, tasks), np.nan)
+            if value is not None:
+                full[arrays.valid] = value
+            setattr(found, name, full)
+    return found
 
 
 # --------------------------------------------------------------------------- streaming files
@@ -333,22 +464,36 @@ def kept_input_columns(header: TableHeader) -> list[int]:
     return [i for i, name in enumerate(header.columns) if name != ERROR_COLUMN]
 
 
-def output_columns(header: TableHeader, ensemble: Ensemble) -> list[str]:
+def output_columns(
+    header: TableHeader, ensemble: Ensemble, options: PredictOptions | None = None
+) -> list[str]:
     """Kept input columns (kept_input_columns), then one per task (`<task>_pred` if the input
     already has `<task>`, `<task>_pred2`, ... if it has that too, as a file molsam predicted
     before does), then `<task>_std` for an ensemble, then molsam_error. Multiclass: per task
     `<task>_<class>` for each class, then `<task>` (the predicted class); an ensemble adds
-    `<task>_<class>_std`."""
-    return [name for name, _ in _output_layout(header, ensemble)]
+    `<task>_<class>_std`.
+
+    `options` (molsam.predict_uncertainty) add, before molsam_error and named after each
+    task's column: `<task>_std` (regression with --uncertainty, for one model too), then per
+    task `<task>_lower`, `<task>_upper` (--interval), `<task>_entropy` and
+    `<task>_disagreement` (classification with --uncertainty; multiclass: after the predicted
+    class's column), then `molsam_train_similarity`, `molsam_train_neighbors` (by default,
+    when the checkpoints hold training fingerprints)."""
+    return [name for name, _ in _output_layout(header, ensemble, options)]
 
 
-def output_kinds(header: TableHeader, ensemble: Ensemble) -> list[str]:
+def output_kinds(
+    header: TableHeader, ensemble: Ensemble, options: PredictOptions | None = None
+) -> list[str]:
     """The kind of each output column (molsam.predict_writers: INPUT, NUMBER or TEXT), in the
     order of output_columns."""
-    return [kind for _, kind in _output_layout(header, ensemble)]
+    return [kind for _, kind in _output_layout(header, ensemble, options)]
 
 
-def _output_layout(header: TableHeader, ensemble: Ensemble) -> list[tuple[str, str]]:
+def _output_layout(
+    header: TableHeader, ensemble: Ensemble, options: PredictOptions | None = None
+) -> list[tuple[str, str]]:
+    plan = ensemble.plan(options)
     columns = [header.columns[i] for i in kept_input_columns(header)]
     layout = [(name, INPUT) for name in columns]
     taken = set(columns) | {ERROR_COLUMN}
@@ -366,13 +511,22 @@ def _output_layout(header: TableHeader, ensemble: Ensemble) -> list[tuple[str, s
         layout += [(n, NUMBER) for n in names]
         std = [f"{n}_std" for n in names]
     else:
-        std = []
+        std, names = [], []
         for target, classes in zip(ensemble.target_names, ensemble.classes):
             probabilities = [free(f"{target}_{c}") for c in classes]
-            layout += [(n, NUMBER) for n in probabilities] + [(free(target), TEXT)]
+            names.append(free(target))
+            layout += [(n, NUMBER) for n in probabilities] + [(names[-1], TEXT)]
             std += [f"{n}_std" for n in probabilities]
-    if len(ensemble) > 1:
+    if len(ensemble) > 1 or plan.std:
         layout += [(free(n), NUMBER) for n in std]
+    if plan.interval is not None:
+        layout += [(free(f"{n}_{end}"), NUMBER) for n in names for end in ("lower", "upper")]
+    if plan.entropy:
+        layout += [(free(f"{n}_entropy"), NUMBER) for n in names]
+    if plan.disagreement:
+        layout += [(free(f"{n}_disagreement"), NUMBER) for n in names]
+    if plan.domain:
+        layout += [(free(SIMILARITY_COLUMN), NUMBER), (free(NEIGHBORS_COLUMN), NUMBER)]
     return layout + [(ERROR_COLUMN, TEXT)]
 
 
@@ -411,11 +565,13 @@ def atomic_output(destination: str | Path | TextIO | None) -> Iterator[TextIO]:
         return
     path = output_file(destination, "--out")  # a folder, a missing or read-only folder: one line
     with writes_to(path, "--out"):
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, temp = temp_beside(path)  # removes the temp files of a killed predict first
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-        os.replace(temp, path)
+        # A full disk mid-way: one line naming the output (the old one stays as it was).
+        with naming(path, temp, "--out"):
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                yield handle
+            os.replace(temp, path)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
@@ -432,6 +588,7 @@ def predict_csv(
     block_rows: int = BLOCK_ROWS,
     on_progress: Callable[[int], None] | None = None,
     read: ReadOptions = DEFAULT,
+    options: PredictOptions | None = None,
 ) -> PredictSummary:
     """Stream `input_path` (CSV/TSV, SD, SMILES, Excel or Parquet file, .gz too for text; an
     SD file's name and every SD property become input columns) through the ensemble into
@@ -443,19 +600,25 @@ def predict_csv(
         block_rows: rows read, featurized, predicted and written at a time.
         on_progress: called with the number of rows written so far after each block.
         read: delimiter, decimal mark and sheet of the input (ReadOptions; detected where None).
+        options: uncertainty, calibration, intervals and domain columns
+            (molsam.predict_uncertainty.PredictOptions; None: plain predictions plus the
+            domain when the checkpoints hold training fingerprints).
 
     Raises:
         InputError: unreadable input, missing SMILES column, a malformed line (naming file and
             line); on error no output file is left behind.
+        ConfigError: options the checkpoints cannot honour (one line, before any reading).
     """
     from molsam.chem.parallel import default_workers, start_pool
 
     start = time.perf_counter()
     kind = output_format(output)  # an Excel output name: refused before any reading
+    ensemble.plan(options)  # options the checkpoints cannot honour: refused before reading too
+    extras = featurize_extras(ensemble, options)
     # SD records: parsed by workers
     header, rows = iter_table(input_path, workers=workers, read=read)
     at = smiles_column_index(header, ensemble, smiles_column)
-    columns = output_columns(header, ensemble)
+    columns = output_columns(header, ensemble, options)
     kept = kept_input_columns(header)
     typed_input = kind == "parquet" and file_format(header.path) == "parquet"
     kept_all, kept = kept, (None if len(kept) == len(header.columns) else kept)
@@ -473,26 +636,32 @@ def predict_csv(
             from molsam.data.parquet import TypedColumns
 
             typed = TypedColumns(header.path, kept_all) if typed_input else None
-            sink = parquet_output(output, columns, output_kinds(header, ensemble), typed)
+            sink = parquet_output(output, columns, output_kinds(header, ensemble, options),
+                                  typed)
         else:
             sink = _csv_output(output, columns, delimiter)
         with sink as writer, cpu_threads(ensemble.device, threads):
             # One block in flight: the workers featurize block k+1 while the model scores block k.
             pending: deque[tuple[list[list[str]], list[str], Callable[[], FeaturizedArrays]]]
             pending = deque()
+            number = 0  # the block's number in the file (seeds MC dropout)
             for block, reasons in iter_blocks(rows, block_rows, header.problems):
                 pending.append((block, reasons, _submit(pool, block, at, ensemble.rwse_steps,
-                                                              ensemble.extras)))
+                                                              extras)))
                 # Drain to one block in flight (all of them at the end of the file).
                 while len(pending) > 1:
                     done, why, result = pending.popleft()
-                    valid += _write_block(writer, ensemble, done, result, batch_size, why, kept)
+                    valid += _write_block(writer, ensemble, done, result, batch_size, why, kept,
+                                          options, number)
+                    number += 1
                     total += len(done)
                     if on_progress:
                         on_progress(total)
             while pending:
                 done, why, result = pending.popleft()
-                valid += _write_block(writer, ensemble, done, result, batch_size, why, kept)
+                valid += _write_block(writer, ensemble, done, result, batch_size, why, kept,
+                                      options, number)
+                number += 1
                 total += len(done)
                 if on_progress:
                     on_progress(total)
@@ -530,11 +699,14 @@ def _write_block(
     batch_size: int | None,
     reasons: list[str] | None = None,
     kept: list[int] | None = None,
+    options: PredictOptions | None = None,
+    number: int = 0,
 ) -> int:
     """Predict one block and write its rows; returns the number of valid molecules. `reasons`:
     the reader's reason per row (an unreadable SD record), which replaces the featurizer's;
     `kept`: the input cells to copy (kept_input_columns), None for all."""
-    rows, valid = score_block(ensemble, block, result(), batch_size, reasons, kept)
+    rows, valid = score_block(ensemble, block, result(), batch_size, reasons, kept, options,
+                              number)
     writer.writerows(rows)
     return valid
 
@@ -546,6 +718,8 @@ def score_block(
     batch_size: int | None = None,
     reasons: list[str] | None = None,
     kept: list[int] | None = None,
+    options: PredictOptions | None = None,
+    number: int = 0,
 ) -> tuple[list[list[str]], int]:
     """Output rows of one block of input rows, in input order, and its number of valid molecules.
 
@@ -554,9 +728,12 @@ def score_block(
     the columns of `output_columns`. `arrays` are the block's featurized SMILES (positions
     relative to the block); `reasons`, the reader's reason per row, replaces the featurizer's.
     Single-machine predict (`predict_csv`) and the Ray engine (`molsam.predict_ray`) both score
-    blocks with this one function.
+    blocks with this one function. `options`: what is written beside the predictions
+    (output_columns); `arrays` must then be featurized with featurize_extras(ensemble,
+    options); `number`: the block's number in its file (MC dropout's seed).
     """
-    found = _block_predictions(ensemble, arrays, len(block), batch_size)
+    plan = ensemble.plan(options)
+    found = _block_predictions(ensemble, arrays, len(block), batch_size, options, number)
     if reasons:
         found.errors = [why or error for why, error in zip(reasons, found.errors)]
     cells = [[_format(v) for v in row] for row in found.mean.tolist()]
@@ -566,8 +743,22 @@ def score_block(
             [c for t, lo in enumerate([0] + ends[:-1]) for c in (*row[lo : ends[t]], labels[t])]
             for row, labels in zip(cells, found.labels)
         ]
-    if len(ensemble) > 1:
-        cells = [row + [_format(v) for v in std] for row, std in zip(cells, found.std.tolist())]
+    extra = []  # numeric columns after the predictions, in output_columns' order
+    if plan.std:  # --uncertainty's sigma, in the ensemble's _std columns or new ones
+        extra.append(found.sigma)
+    elif len(ensemble) > 1:
+        extra.append(found.std)
+    if plan.interval is not None:  # per task: lower, upper
+        extra.append(np.stack([found.lower, found.upper], axis=2).reshape(len(block), -1))
+    if plan.entropy:
+        extra.append(found.entropy)
+    if plan.disagreement:
+        extra.append(found.disagreement)
+    if plan.domain:
+        extra.append(np.stack([found.similarity, found.neighbors], axis=1))
+    if extra:
+        values = np.concatenate(extra, axis=1).tolist()
+        cells = [row + [_format(v) for v in more] for row, more in zip(cells, values)]
     if kept is not None:
         block = [[row[i] for i in kept] for row in block]
     rows = [row + predicted + [error] for row, predicted, error in zip(block, cells, found.errors)]

@@ -29,7 +29,6 @@ import glob
 import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from molsam.errors import ConfigError, InputError, MolsamError
+from molsam.outputs import naming, output_folder, temp_beside
 
 #: molsam.predict.BLOCK_ROWS (not imported here: this module must stay light for Ray's readers).
 BLOCK_ROWS = 8192
@@ -110,7 +110,7 @@ class _FilePlan:
 
 
 def _plan(ensemble, inputs: list[Path], out_dir: Path, smiles_column: str | None,
-          read=None) -> list[_FilePlan]:
+          read=None, options=None) -> list[_FilePlan]:
     """Per input: where its output goes, its SMILES column and output columns (checked here, in
     the driver, so a missing column is one line before any work starts)."""
     from molsam.data.read_options import DEFAULT
@@ -137,9 +137,10 @@ def _plan(ensemble, inputs: list[Path], out_dir: Path, smiles_column: str | None
         parquet = name.lower().endswith(PARQUET_SUFFIXES)
         plans.append(_FilePlan(
             str(path), str(out_dir / name), smiles_column_index(header, ensemble, smiles_column),
-            delimiter, output_columns(header, ensemble),
+            delimiter, output_columns(header, ensemble, options),
             None if len(kept) == len(header.columns) else kept,
-            output_kinds(header, ensemble) if parquet else None, kept if parquet else None,
+            output_kinds(header, ensemble, options) if parquet else None,
+            kept if parquet else None,
         ))
     return plans
 
@@ -173,7 +174,7 @@ class _Scorer:
     """Ray Data actor: loads the checkpoint(s) once, then featurizes and scores blocks."""
 
     def __init__(self, model_paths: list[str], device: str, batch_size: int | None,
-                 plans: list[_FilePlan]):
+                 plans: list[_FilePlan], options=None):
         import torch
 
         from molsam.predict import load_ensemble
@@ -183,13 +184,16 @@ class _Scorer:
         self.ensemble = load_ensemble(model_paths, device)
         self.batch_size = batch_size
         self.plans = plans
+        self.options = options  # molsam.predict_uncertainty.PredictOptions, or None
 
     def __call__(self, batch: dict) -> dict:
         from molsam.chem.parallel import featurize_many
-        from molsam.predict import score_block
+        from molsam.predict import featurize_extras, score_block
 
+        extras = featurize_extras(self.ensemble, self.options)
         texts, counts, valids = [], [], []
-        for file, payload in zip(batch["file"].tolist(), batch["payload"].tolist()):
+        for file, seq, payload in zip(batch["file"].tolist(), batch["seq"].tolist(),
+                                      batch["payload"].tolist()):
             block, reasons = json.loads(payload)
             plan = self.plans[file]
             if not block:
@@ -198,10 +202,10 @@ class _Scorer:
                 valids.append(0)
                 continue
             smiles = [cells[plan.smiles_at] for cells in block]
-            arrays = featurize_many(smiles, self.ensemble.rwse_steps, workers=1,
-                                    extras=self.ensemble.extras)
+            arrays = featurize_many(smiles, self.ensemble.rwse_steps, workers=1, extras=extras)
             rows, valid = score_block(
-                self.ensemble, block, arrays, self.batch_size, reasons, plan.kept
+                self.ensemble, block, arrays, self.batch_size, reasons, plan.kept, self.options,
+                seq,  # the block's number in its file, as single-machine predict counts them
             )
             buffer = io.StringIO()
             csv.writer(buffer, delimiter=plan.delimiter, lineterminator="\n").writerows(rows)
@@ -226,6 +230,7 @@ class _ParquetHandle:
 
         self.typed = TypedColumns(Path(plan.path), plan.typed)
         self.rows = ParquetRows(temp, plan.columns, plan.kinds, self.typed)
+        self.lock = None  # the temp file's locked fd (molsam.outputs.temp_beside)
 
     def write(self, text: str, delimiter: str) -> None:
         rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
@@ -237,6 +242,8 @@ class _ParquetHandle:
             self.rows.close()
         finally:
             self.typed.close()
+            if self.lock is not None:
+                self.lock.close()
 
 
 class _Outputs:
@@ -252,6 +259,11 @@ class _Outputs:
 
     def add(self, file: int, seq: int, text: str, last: bool) -> None:
         self.pending[file][seq] = (text, last)
+        # A full disk, a folder made read-only meanwhile: one line naming the output file.
+        with naming(self.plans[file].out, None, "--out"):
+            self._drain(file)
+
+    def _drain(self, file: int) -> None:
         while self.next_seq[file] in self.pending[file]:
             text, last = self.pending[file].pop(self.next_seq[file])
             handle = self._handle(file)
@@ -267,10 +279,10 @@ class _Outputs:
         if file not in self.handles:
             plan = self.plans[file]
             out = Path(plan.out)
-            fd, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+            fd, temp = temp_beside(out)  # after sweeping what a killed predict left there
             if plan.kinds is not None:
-                os.close(fd)
                 handle = _ParquetHandle(plan, Path(temp))
+                handle.lock = os.fdopen(fd, "rb")  # open (so locked) until the file is done
             else:
                 handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
                 csv.writer(handle, delimiter=plan.delimiter,
@@ -286,7 +298,10 @@ class _Outputs:
 
     def abort(self) -> None:
         for handle, temp in self.handles.values():
-            handle.close()
+            try:
+                handle.close()
+            except OSError:
+                pass  # a full disk fails the close too; the temp file goes all the same
             if os.path.exists(temp):
                 os.unlink(temp)
         self.handles.clear()
@@ -304,6 +319,8 @@ def predict_files_ray(
     device: str = "auto",
     block_rows: int = BLOCK_ROWS,
     read=None,
+    options=None,
+    on_note=None,
 ) -> PredictSummary:
     """Predict every row of every input file on Ray; one output file per input in `out_dir`.
 
@@ -316,6 +333,10 @@ def predict_files_ray(
         actors: scoring actors (default: one per GPU of the cluster, else one per CPU).
         device: "auto" uses a GPU per actor when the cluster has GPUs.
         read: delimiter, decimal mark and sheet of every input (molsam.data.read_options).
+        options: what is written beside the predictions, as in single-machine predict
+            (molsam.predict_uncertainty.PredictOptions; None: plain, plus the domain columns
+            when the checkpoints hold training fingerprints); on_note: called with each line
+            the options' plan has for the user.
 
     Raises:
         ConfigError: Ray is not installed (one line saying how to install it).
@@ -326,12 +347,15 @@ def predict_files_ray(
     ray = import_ray()
     start = time.perf_counter()
     ensemble = load_ensemble(models, "cpu")  # in the driver: checks and metadata only
+    for note in ensemble.plan(options).notes:  # options it cannot honour: refused here
+        if on_note is not None:
+            on_note(note)
     files = resolve_inputs(inputs)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: is a file; --out must be a folder with --engine ray")
-    out.mkdir(parents=True, exist_ok=True)
-    plans = _plan(ensemble, files, out, smiles_column, read)
+    out = output_folder(out, "--out")  # created and writable before Ray starts, not after
+    plans = _plan(ensemble, files, out, smiles_column, read, options)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -360,7 +384,7 @@ def predict_files_ray(
             fn_constructor_kwargs={
                 "model_paths": [str(p) for p in ensemble.paths],
                 "device": "cuda" if gpus else "cpu",
-                "batch_size": batch_size, "plans": plans,
+                "batch_size": batch_size, "plans": plans, "options": options,
             },
             **per_actor,
         )

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from molsam.errors import ConfigError
-from molsam.outputs import output_file, writes_to
+from molsam.outputs import naming, output_file, temp_beside, writes_to
 
 PARQUET_OUTPUTS = (".parquet", ".pq")
 TSV_OUTPUTS = (".tsv", ".tab")
@@ -118,14 +117,14 @@ def parquet_output(
     try:
         path = output_file(destination, "--out")
         with writes_to(path, "--out"):
-            fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-        sink = ParquetRows(Path(temp), columns, kinds, typed)
-        try:
-            yield sink
-        finally:
-            sink.close()
-        with writes_to(path, "--out"):
+            fd, temp = temp_beside(path)  # removes the temp files of a killed predict first
+        # Held open (and locked) until the end: another predict's sweep leaves it alone.
+        with os.fdopen(fd, "rb"), naming(path, temp, "--out"):
+            sink = ParquetRows(Path(temp), columns, kinds, typed)
+            try:
+                yield sink
+            finally:
+                sink.close()
             os.replace(temp, path)
     finally:
         if typed is not None:

@@ -62,6 +62,7 @@ from molsam.config import (
     tune_to_dict,
 )
 from molsam.errors import ConfigError, MolsamError
+from molsam.outputs import naming, output_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -426,6 +427,7 @@ def open_storage(storage: str) -> "str | optuna.storages.BaseStorage":
     (Optuna builds an RDBStorage), or a JournalStorage on the journal file at that path."""
     optuna = import_optuna()
     if is_url(storage):
+        _check_sqlite_folder(storage)
         return storage
     path = Path(storage)
     if not path.parent.is_dir():
@@ -435,7 +437,52 @@ def open_storage(storage: str) -> "str | optuna.storages.BaseStorage":
                           f"{path / JOURNAL_NAME}) or a database URL")
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    class NamedJournal(JournalFileBackend):
+        """Optuna's journal file, whose write errors (a full disk) name the file."""
+
+        def append_logs(self, logs):
+            with naming(path):
+                super().append_logs(logs)
+
+    return optuna.storages.JournalStorage(NamedJournal(str(path)))
+
+
+#: What to do, after "--storage URL: ...", when the storage cannot be opened.
+STORAGE_HINT = ("a journal file path or another database URL (e.g. sqlite:///DIR/study.db, "
+                "postgresql://user@host/db)")
+
+
+def _check_sqlite_folder(storage: str) -> None:
+    """A sqlite:///FILE URL whose folder is missing: one line now, not SQLAlchemy's "unable to
+    open database file" traceback."""
+    if not storage.startswith("sqlite:///"):
+        return
+    file = storage[len("sqlite:///"):].split("?")[0]
+    if not file or file == ":memory:":
+        return
+    folder = Path(file).parent
+    if not folder.is_dir():
+        raise ConfigError(f"--storage {storage}: folder {folder} does not exist; create it, or "
+                          f"give {STORAGE_HINT}")
+
+
+def storage_error(storage: str, error: Exception) -> ConfigError | None:
+    """One line for a database URL that SQLAlchemy cannot open (an unknown kind of database, a
+    malformed URL, a server or file it cannot reach); None for an error of another library."""
+    if not type(error).__module__.startswith("sqlalchemy"):
+        return None
+    kind = type(error).__name__
+    if kind == "NoSuchModuleError":
+        scheme = storage.split("://", 1)[0]
+        return ConfigError(f"--storage {storage}: {scheme!r} is not a kind of database SQLAlchemy "
+                           f"knows (or its driver is not installed); give {STORAGE_HINT}")
+    if kind == "ArgumentError":
+        return ConfigError(f"--storage {storage}: not a database URL; give {STORAGE_HINT}")
+    orig = getattr(error, "orig", None) or error
+    reason = " ".join(str(orig).split()) or kind
+    return ConfigError(f"--storage {storage}: cannot open the database ({reason}); check the URL "
+                       f"and that the database (server or file) can be reached, or "
+                       f"give {STORAGE_HINT}")
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -474,6 +521,11 @@ def open_study(
                                         direction=direction, load_if_exists=True, pruner=pruner)
         except (ImportError, ValueError) as error:  # bad URL, missing database driver
             raise ConfigError(f"--storage {storage}: {' '.join(str(error).split())}") from None
+        except Exception as error:  # SQLAlchemy's: an unknown database, one it cannot open
+            refused = storage_error(storage, error)
+            if refused is None:
+                raise
+            raise refused from None
         # The sampler's seed moves with the trials already in the study, so a continued search
         # does not replay the random start-up points of the first call.
         study.sampler = optuna.samplers.TPESampler(
@@ -574,8 +626,7 @@ def tune_recipe(
     import_optuna()
     if jobs < 1:
         raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir, "--out")  # a read-only or unmakeable folder: one line
     storage = storage or default_storage(out)
     if jobs > 1 and is_url(storage) and storage.startswith("sqlite"):
         raise ConfigError(
@@ -672,7 +723,7 @@ def write_trials_csv(study: "optuna.Study", path: Path) -> Path:
     names = sorted({name for t in trials for name in t.params})
     columns = ["number", "state", "value", *names, "duration_s", "last_step", "error"]
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with naming(path, tmp), open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for t in trials:
@@ -685,7 +736,8 @@ def write_trials_csv(study: "optuna.Study", path: Path) -> Path:
                 "last_step": "" if t.last_step is None else t.last_step,
                 "error": t.user_attrs.get("error", ""),
             })
-    tmp.replace(path)
+    with naming(path, tmp):
+        tmp.replace(path)
     return path
 
 
@@ -698,8 +750,11 @@ def _save_axes(axes: Any, path: Path) -> Path:
     figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
     figure.set_size_inches(8, 5)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        with naming(path):  # a full disk: an OSError naming the PNG
+            figure.savefig(path, dpi=120)
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from molsam.outputs import naming
 from molsam.analysis.objective import (
     LossFn,
     Vector,
@@ -132,7 +133,7 @@ def loss_landscape_2d(
 # --------------------------------------------------------------------------------- files
 def write_landscape_1d(result: dict, csv_path: Path, png_path: Path, title: str = "") -> None:
     """CSV (alpha,loss) and a line plot."""
-    with open(csv_path, "w", newline="") as handle:
+    with naming(csv_path), open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["alpha", "loss"])
         writer.writerows((f"{a:.6g}", f"{v:.8g}") for a, v in zip(result["alphas"],
@@ -141,14 +142,17 @@ def write_landscape_1d(result: dict, csv_path: Path, png_path: Path, title: str 
     figure, axis = plt.subplots(figsize=(5, 4), constrained_layout=True)
     axis.plot(result["alphas"], result["losses"], "o-", markersize=3)
     axis.set(xlabel="alpha (filter-normalized direction)", ylabel="training loss", title=title)
-    figure.savefig(png_path, dpi=100)
-    plt.close(figure)
+    try:
+        with naming(png_path):  # a full disk: an OSError naming the PNG
+            figure.savefig(png_path, dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def write_landscape_2d(result: dict, csv_path: Path, png_path: Path, title: str = "") -> None:
     """CSV (alpha,beta,loss; one row per grid point) and a filled contour plot as in the
     paper's Fig. 1 and 5."""
-    with open(csv_path, "w", newline="") as handle:
+    with naming(csv_path), open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["alpha", "beta", "loss"])
         for a, row in zip(result["alphas"], result["losses"]):
@@ -163,8 +167,11 @@ def write_landscape_2d(result: dict, csv_path: Path, png_path: Path, title: str 
     figure.colorbar(filled, ax=axis, label="training loss")
     axis.plot([0], [0], "r+")
     axis.set(xlabel="alpha (direction 1)", ylabel="beta (direction 2)", title=title)
-    figure.savefig(png_path, dpi=100)
-    plt.close(figure)
+    try:
+        with naming(png_path):  # a full disk: an OSError naming the PNG
+            figure.savefig(png_path, dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def _pyplot():

@@ -26,6 +26,11 @@ from molsam.chem.features import mols_to_arrays, parse_smiles
 from molsam.chem.scaffolds import scaffold_of
 
 CHUNK_SIZE = 256
+#: Not a featurizer extra (never in a featurizer spec or a store): in `extras`, it asks the
+#: workers for each valid molecule's packed Morgan fingerprint (molsam.uncertainty.domain,
+#: radius 2, 2048 bits), made from the molecule they already parsed: predict's applicability
+#: domain (its similarity to the training molecules).
+DOMAIN_FINGERPRINTS = "domain_fingerprints"
 
 
 @dataclass
@@ -44,6 +49,8 @@ class FeaturizedArrays:
                  uint8 [sum of squared atom counts]) when the "compt" extra is asked for, else None
     mol_features: float32 [G, F] molecule-level features (molsam.chem.descriptors: rdkit2d,
                  morgan_count) when such extras are asked for, else None
+    fingerprints: uint8 [G, 256] packed Morgan fingerprints (molsam.uncertainty.domain.
+                 Fingerprints.bits) when DOMAIN_FINGERPRINTS is among the extras, else None
     """
 
     valid: np.ndarray
@@ -58,6 +65,7 @@ class FeaturizedArrays:
     atom_scalars: np.ndarray | None = None
     distances: np.ndarray | None = None
     mol_features: np.ndarray | None = None
+    fingerprints: np.ndarray | None = None
 
     @classmethod
     def concatenate(
@@ -81,6 +89,8 @@ class FeaturizedArrays:
             distances=np.concatenate([p.distances for p in parts]) if compt else None,
             mol_features=None if parts[0].mol_features is None else np.concatenate(
                 [p.mol_features for p in parts]),
+            fingerprints=None if parts[0].fingerprints is None else np.concatenate(
+                [p.fingerprints for p in parts]),
         )
 
 
@@ -108,6 +118,11 @@ def featurize_chunk(
     arrays = mols_to_arrays(mols, rwse_steps)
     compt = compt_inputs(mols) if COMPT in extras else None
     features = molecule_features(mols, extras)
+    fingerprints = None
+    if DOMAIN_FINGERPRINTS in extras:
+        from molsam.uncertainty.domain import morgan_fingerprints
+
+        fingerprints = morgan_fingerprints(mols).bits
     return FeaturizedArrays(
         valid=np.array(valid, dtype=np.int64),
         atom_counts=arrays.atom_counts,
@@ -121,6 +136,7 @@ def featurize_chunk(
         atom_scalars=None if compt is None else compt.atom_scalars,
         distances=None if compt is None else compt.distances,
         mol_features=features,
+        fingerprints=fingerprints,
     )
 
 

@@ -71,6 +71,7 @@ def featurize(
     from molsam.data.pipeline import DataSpec, load_store, split_store
     from molsam.data.read_options import ReadOptions
     from molsam.data.targets import targets_line
+    from molsam.fileset import write_together
 
     console = Console(stderr=True)
     try:
@@ -99,12 +100,14 @@ def featurize(
         stats, warnings = split_statistics(store, indices)
         out = output_folder(out or Path("featurized") / Path(store.source).stem.lower(), "--out")
         with writes_to(out, "--out"):
-            store.save(out / "store.pt")
-            write_splits_json(
-                out / "splits.json", store, indices, method=split, seed=seed, sizes=method_sizes,
-                stats=stats,
-            )
-            store.write_invalid_rows(out / "invalid_rows.csv")
+            # The three change together: a kill leaves the old set or the new one, never a mix.
+            write_together(out, {
+                "store.pt": store.save,
+                "splits.json": lambda path: write_splits_json(
+                    path, store, indices, method=split, seed=seed, sizes=method_sizes,
+                    stats=stats),
+                "invalid_rows.csv": store.write_invalid_rows,
+            })
     except KeyboardInterrupt:
         # Outputs are written only once everything is featurized: nothing partial is left.
         console.print("interrupted: nothing was written")

@@ -65,9 +65,10 @@ from molsam.cli import tune as _tune  # noqa: E402
 from molsam.cli import sharpness as _sharpness  # noqa: E402
 from molsam.cli import recipe as _recipe  # noqa: E402
 from molsam.cli import calibrate as _calibrate  # noqa: E402
+from molsam.cli import embed as _embed  # noqa: E402
 
 for _command in (_featurize, _train, _datasets, _evaluate, _predict, _benchmark, _tune,
-                 _sharpness, _recipe, _calibrate):
+                 _sharpness, _recipe, _calibrate, _embed):
     _command.register(app)
 
 

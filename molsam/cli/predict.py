@@ -13,6 +13,11 @@ ENGINES = ("local", "ray")
 DELIMITER_HELP = "CSV delimiter: , ; | or tab [default: detected from the header and first rows]."
 DECIMAL_HELP = "Decimal mark of labels: . or , [default: detected; a comma only with ; tab |]."
 SHEET_HELP = "Excel worksheet to read [default: the first]."
+UNCERTAINTY_HELP = (
+    "Add uncertainty: ensemble (the members' spread) | dropout (MC dropout) | mve (the model's "
+    "own sigma) | auto (what the checkpoints offer). Regression: <task>_std; classification: "
+    "calibrated probabilities, <task>_entropy and, with several members or samples, "
+    "<task>_disagreement.")
 
 
 def predict(
@@ -54,28 +59,53 @@ def predict(
     delimiter: str = typer.Option(None, "--delimiter", help=DELIMITER_HELP),
     decimal: str = typer.Option(None, "--decimal", help=DECIMAL_HELP),
     sheet: str = typer.Option(None, "--sheet", help=SHEET_HELP),
+    uncertainty: str = typer.Option(None, "--uncertainty", help=UNCERTAINTY_HELP),
+    samples: int = typer.Option(
+        None, "--samples", min=2, help="MC-dropout passes per model [default: 20]."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the MC-dropout masks."),
+    no_calibration: bool = typer.Option(
+        False, "--no-calibration",
+        help="Leave the stored calibration out (raw probabilities and sigma).",
+    ),
+    interval: float = typer.Option(
+        None, "--interval",
+        help="Regression: <task>_lower, <task>_upper, split-conformal intervals of this "
+        "coverage (e.g. 0.9) from the stored calibration.",
+    ),
+    no_domain: bool = typer.Option(
+        False, "--no-domain",
+        help="Leave out molsam_train_similarity (Tanimoto to the nearest training molecule) "
+        "and molsam_train_neighbors (training molecules above 0.4).",
+    ),
 ) -> None:
     """Predict every row of INPUT; invalid SMILES get empty predictions and a molsam_error."""
     from molsam.cli.main import fail
     from molsam.data.read_options import ReadOptions
     from molsam.errors import ConfigError
+    from molsam.predict_uncertainty import PredictOptions
 
+    options = PredictOptions(uncertainty=uncertainty, samples=samples, seed=seed,
+                             calibration=not no_calibration, interval=interval,
+                             domain=not no_domain)
     try:
         read = ReadOptions.from_options(delimiter, decimal, sheet)
         if engine not in ENGINES:
             raise ConfigError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
         if engine == "ray":
             _predict_ray([*models, input_path], out, smiles_col, batch_size, device, workers,
-                         address, read)
+                         address, read, options)
             return
         if address:
             raise ConfigError("--address is for --engine ray")
         from molsam.predict import load_ensemble, predict_csv
 
         ensemble = load_ensemble(models, device)
+        for note in ensemble.plan(options).notes:  # refuses options it cannot honour first
+            typer.echo(note, err=True)
         summary = predict_csv(
             ensemble, input_path, None if out == "-" else out, smiles_column=smiles_col,
-            batch_size=batch_size, workers=workers, read=read,
+            batch_size=batch_size, workers=workers, read=read, options=options,
         )
     except KeyboardInterrupt:
         # The output is renamed into place only when complete (molsam.predict.atomic_output).
@@ -94,7 +124,8 @@ def predict(
     )
 
 
-def _predict_ray(paths, out, smiles_col, batch_size, device, workers, address, read) -> None:
+def _predict_ray(paths, out, smiles_col, batch_size, device, workers, address, read,
+                 options=None) -> None:
     """RUN INPUTS... on Ray Data: one output file per input in the --out folder."""
     from molsam.errors import ConfigError
     from molsam.predict_ray import predict_files_ray
@@ -104,7 +135,8 @@ def _predict_ray(paths, out, smiles_col, batch_size, device, workers, address, r
     run, inputs = paths[0], paths[1:]
     summary = predict_files_ray(
         [run], inputs, out, address=address, smiles_column=smiles_col, batch_size=batch_size,
-        actors=workers, device=device, read=read,
+        actors=workers, device=device, read=read, options=options,
+        on_note=lambda note: typer.echo(note, err=True),
     )
     typer.echo(
         f"{len(inputs)} input(s), {summary.rows} rows, {summary.valid} valid, "

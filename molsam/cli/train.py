@@ -37,6 +37,7 @@ def train(
 
     from molsam.cli.main import fail
     from molsam.cli.progress import progress_callback
+    from molsam.cli.signals import sigterm_as_interrupt
     from molsam.config import apply_overrides, load_recipe_dict, recipe_from_dict
     from molsam.train.distributed import Distributed, launch, shutdown, under_torchrun
     from molsam.train.run import resume_run, train_recipe
@@ -57,13 +58,16 @@ def train(
             if argv is not None:
                 raise typer.Exit(code=launch(argv[0], argv[1:]))
         if resume is not None:
-            with progress_callback("featurizing") as featurize_update, _epoch_reporter(console) as update:
+            with sigterm_as_interrupt(), progress_callback("featurizing") as featurize_update, \
+                    _epoch_reporter(console) as update:
                 summary = resume_run(resume, on_progress=update, on_featurize=featurize_update)
         else:
             raw = apply_overrides(load_recipe_dict(recipe), overrides or [])
             resolved = recipe_from_dict(raw, source=str(recipe), base_dir=recipe.parent)
             run_dir = out or Path("runs") / f"{recipe.stem}-{datetime.now():%Y%m%d-%H%M%S}"
-            with progress_callback("featurizing") as featurize_update, _epoch_reporter(console) as update:
+            # SIGTERM (kill, a scheduler's time limit) stops like Ctrl-C: the --resume hint.
+            with sigterm_as_interrupt(), progress_callback("featurizing") as featurize_update, \
+                    _epoch_reporter(console) as update:
                 summary = train_recipe(
                     resolved, run_dir, on_progress=update, on_featurize=featurize_update,
                     log_warning=lambda w: console.print(f"[yellow]warning:[/] {w}"),

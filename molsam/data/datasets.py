@@ -5,10 +5,16 @@
 2. the user's cache (`$MOLSAM_CACHE_DIR` or `~/.cache/molsam`) from an earlier download;
 3. a download of the original MoleculeNet file as DeepChem distributes it, into that cache.
 The built-in `chembl2321810` set ships with RDKit itself and never needs the network.
+
+A cache that cannot be written (a read-only `$MOLSAM_CACHE_DIR`, one that cannot be created, a
+full disk) never stops a command: it says so once (`cache_unusable`) and goes on without it,
+fetching or writing files into a temporary folder of its own instead.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -18,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from molsam.errors import DatasetError
+
+log = logging.getLogger("molsam")
 
 _DEEPCHEM = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
 
@@ -81,6 +89,45 @@ def cache_dir() -> Path:
     return Path(base) / "molsam"
 
 
+#: Cache folders already reported as unusable by this process (each is reported once).
+_REPORTED: set[str] = set()
+
+
+def cache_unusable(error: OSError) -> None:
+    """Say, once per process and cache folder, that the cache cannot be written and that work
+    goes on without it (a warning line naming the folder and what to do)."""
+    folder = str(cache_dir())
+    if folder in _REPORTED:
+        return
+    _REPORTED.add(folder)
+    reason = error.strerror or type(error).__name__
+    if error.filename and str(error.filename) != folder:
+        reason = f"{error.filename}: {reason}"
+    log.warning(f"warning: cache folder {folder} cannot be written ({reason}); going on without "
+                "the cache (set MOLSAM_CACHE_DIR to a writable folder to keep featurized data)")
+
+
+def cache_folder(name: str) -> Path | None:
+    """`cache_dir()/name`, created; None (said once: cache_unusable) where it cannot be created
+    or written into."""
+    folder = cache_dir() / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", str(folder))
+    except OSError as error:
+        cache_unusable(error)
+        return None
+    return folder
+
+
+def _scratch(name: str) -> Path:
+    """A folder of this process, removed at exit: where files go when the cache cannot."""
+    folder = Path(tempfile.mkdtemp(prefix=f"molsam-{name}-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def is_dataset_name(text: str) -> bool:
     return text.casefold() in REGISTRY and not Path(text).exists()
 
@@ -106,13 +153,21 @@ def dataset_path(name: str) -> Path:
             if (Path(mirror) / candidate).is_file():
                 return Path(mirror) / candidate
     cached = cache_dir() / "datasets" / info.filename
-    if cached.is_file():
+    if _is_file(cached):
         return cached
-    return _download(info, cached, mirror)
+    folder = cache_folder("datasets") or _scratch("datasets")
+    return _download(info, folder / info.filename, mirror)
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False also where a folder on the way may not be searched (EACCES)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _download(info: DatasetInfo, target: Path, mirror: str | None) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(info.url, timeout=60) as resp:
@@ -150,7 +205,7 @@ def _materialize_builtin() -> Path:
     """Join RDKit's CHEMBL2321810.smi (SMILES, ChEMBL id) with CHEMBL2321810_act.csv (id, pIC50)
     into one CSV in the cache (once): columns smiles, chembl_id, pIC50."""
     target = cache_dir() / "datasets" / REGISTRY[BUILTIN].filename
-    if target.is_file():
+    if _is_file(target):
         return target
     folder = _rdkit_freewilson_data()
     activity = {}
@@ -163,8 +218,17 @@ def _materialize_builtin() -> Path:
         if line.strip():
             smiles, name = line.split()
             rows.append(f"{smiles},CHEMBL{name},{activity.get(name, '')}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    temp.write_text("\n".join(rows) + "\n")
-    os.replace(temp, target)
-    return target
+    text = "\n".join(rows) + "\n"
+    for place in (cache_folder("datasets"), None):
+        target = (place or _scratch("datasets")) / REGISTRY[BUILTIN].filename
+        temp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        try:
+            temp.write_text(text)
+            os.replace(temp, target)
+            return target
+        except OSError as error:  # a full cache disk: once more in the scratch folder
+            temp.unlink(missing_ok=True)
+            if place is None:
+                raise
+            cache_unusable(error)
+    raise AssertionError("unreachable")

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from molsam.chem.spec import DEFAULT_RWSE_STEPS, featurizer_spec
-from molsam.data.datasets import cache_dir, dataset_info, dataset_path, is_dataset_name
+from molsam.data.datasets import (
+    cache_dir,
+    cache_folder,
+    cache_unusable,
+    dataset_info,
+    dataset_path,
+    is_dataset_name,
+)
 from molsam.data.formats import READER_VERSION, position_unit
 from molsam.data.read_options import DEFAULT, ReadOptions
 from molsam.data.table import check_binary_labels, iter_table, read_table
@@ -33,7 +40,8 @@ class DataSpec:
     """What to read: a path or dataset name and the columns. None means the default (for a
     named dataset, the registry's choice; for a file: `smiles`, targets inferred as
     molsam.data.targets describes (ID and name columns never), no ID). `read`: delimiter,
-    decimal mark and sheet (ReadOptions; detected where None)."""
+    decimal mark and sheet (ReadOptions; detected where None). `feature_columns`: numeric
+    columns read as molecule-level features (data.feature_columns)."""
 
     data: str
     smiles_column: str | None = None
@@ -41,13 +49,17 @@ class DataSpec:
     id_column: str | None = None
     task: str | None = None
     read: ReadOptions = DEFAULT
+    feature_columns: Sequence[str] | None = None
 
     @classmethod
     def from_config(cls, data) -> DataSpec:
         """The spec of a recipe's `data` section (molsam.config.DataConfig), its
         data.delimiter, data.decimal and data.sheet included."""
-        return cls(data.path, data.smiles_column, data.target_columns, data.id_column,
-                   data.task, ReadOptions.from_recipe(data))
+        get = data.get if isinstance(data, dict) else lambda key: getattr(data, key, None)
+        columns = get("feature_columns")
+        return cls(get("path"), get("smiles_column"), get("target_columns"), get("id_column"),
+                   get("task"), ReadOptions.from_recipe(data),
+                   None if columns is None else tuple(columns))
 
     def resolve(self) -> tuple[Path, str, list[str] | None, str | None, str | None]:
         """(path, smiles column, target columns, id column, task) with defaults filled in."""
@@ -129,10 +141,12 @@ def load_store(
         "classes": None if classes is None else [list(c) for c in classes],
         "reader": READER_VERSION,
         "read": spec.read.cache_key(),
+        # only when set: cache keys of stores without feature columns stay as they were
+        **({"features": list(spec.feature_columns)} if spec.feature_columns else {}),
     }
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
     cached = cache_dir() / "stores" / f"{path.stem}-{key}.pt"
-    if use_cache and cached.is_file():
+    if use_cache and _readable_file(cached):
         try:
             store = _store_class().load(cached)
         except InputError:
@@ -142,7 +156,8 @@ def load_store(
             return store
 
     table = read_table(
-        path, smiles_column, targets, id_column, task=task, classes=classes, read=spec.read
+        path, smiles_column, targets, id_column, task=task, classes=classes, read=spec.read,
+        feature_columns=spec.feature_columns,
     )
     if table.task == "classification":
         check_binary_labels(table)  # 0/1/2 would pass as labels and inflate positive rates
@@ -167,8 +182,27 @@ def load_store(
     store.source_hash = source_hash
     _check(store, path, strict)
     if use_cache:
-        store.save(cached)
+        _save_to_cache(store, cached)
     return store
+
+
+def _readable_file(path: Path) -> bool:
+    """Is there a cache entry? (False also where the cache folder may not be searched.)"""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _save_to_cache(store: GraphStore, cached: Path) -> None:
+    """Keep the store for next time; a cache that cannot be written (read-only, not creatable,
+    a full disk) is said once and skipped: the featurized store is there, only not kept."""
+    if cache_folder("stores") is None:
+        return
+    try:
+        store.save(cached)
+    except OSError as error:
+        cache_unusable(error)
 
 
 def _check(store: GraphStore, path: Path, strict: bool) -> None:

@@ -198,7 +198,10 @@ def column_split(
 def file_split(path: str | Path, n: int) -> SplitIndices:
     """Indices from a JSON file: {"train": [...], "val": [...], "test": [...]} or molsam's
     splits.json ({"train": {"indices": [...]}, ...}). Indices refer to the featurized molecules."""
+    from molsam.fileset import settle
+
     path = Path(path)
+    settle(path.parent, reading=True)  # a featurize killed mid-replace: finish it first
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -229,6 +229,10 @@ class GraphStore:
             rwse_steps=rwse_steps,
             extras=extras,
         )
+        if table.features is not None:  # the file's feature columns, after the computed ones
+            columns = table.features[arrays.valid].astype(np.float32)
+            store.mol_features = columns if store.mol_features is None else np.concatenate(
+                [store.mol_features, columns], axis=1)
         store.source = str(table.source)
         store.classes = table.classes
         store.ignored = dict(table.ignored)
@@ -359,7 +363,10 @@ class GraphStore:
 
     @classmethod
     def load(cls, path: str | Path) -> "GraphStore":
+        from molsam.fileset import settle
+
         path = Path(path)
+        settle(path.parent, reading=True)  # a featurize killed mid-replace: finish it first
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:

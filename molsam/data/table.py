@@ -262,6 +262,8 @@ class MolTable:
     classes:      [T] class names per target for multiclass, else None
     ignored:      columns target inference left out -> why (empty when targets were given)
     problems:     data row -> reason, for rows the reader could not read (unreadable SD records)
+    features:     float64 [R, C] numeric feature columns (data.feature_columns), NaN where a
+                  cell is empty, or None; feature_names: [C] their column names
     """
 
     source: Path
@@ -276,6 +278,8 @@ class MolTable:
     ignored: dict[str, str] = field(default_factory=dict)
     unit: str = "line"
     problems: dict[int, str] = field(default_factory=dict)
+    features: np.ndarray | None = None
+    feature_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -290,6 +294,7 @@ def read_table(
     task: str | None = None,
     classes: Sequence[Sequence[str]] | None = None,
     read: ReadOptions = DEFAULT,
+    feature_columns: Sequence[str] | None = None,
 ) -> MolTable:
     """Read a CSV/TSV, SD, SMILES, Excel or Parquet file of molecules and labels
     (molsam.data.formats).
@@ -304,6 +309,8 @@ def read_table(
         classes: for multiclass, the class names per target to code labels with (a model's);
             None takes each column's sorted distinct values.
         read: delimiter, decimal mark and sheet (ReadOptions; None fields: detected).
+        feature_columns: numeric columns read as molecule-level features (empty cells: NaN);
+            never targets.
 
     Raises:
         InputError naming file, line (or SD record) and column: missing column, non-numeric
@@ -314,6 +321,8 @@ def read_table(
     header, rows = iter_table(path, workers=None, read=read)
     smiles_at = header.column_index(smiles_column, "SMILES", "--smiles-col")
     id_at = header.column_index(id_column, "ID", "--id-col") if id_column else None
+    feature_at = [header.column_index(c, "feature", "data.feature_columns")
+                  for c in feature_columns or ()]
     records = list(rows)
     if not records:
         if header.unit == "record":
@@ -332,7 +341,8 @@ def read_table(
     ignored: dict[str, str] = {}
     if target_columns is None:
         choice = choose_targets(
-            header.path, header.columns, cells_only, {smiles_at, id_at} - {None}, task
+            header.path, header.columns, cells_only,
+            ({smiles_at, id_at} | set(feature_at)) - {None}, task,
         )
         target_at, ignored, task = choice.indices, choice.ignored, choice.task
     else:
@@ -359,6 +369,11 @@ def read_table(
         if task is None and target_at:
             task = infer_task(targets)
 
+    features = None
+    if feature_at:
+        features = np.array([[parse_label(cells[i], header.path, line, header.columns[i],
+                                          header.unit) for i in feature_at]
+                             for line, cells in records], dtype=np.float64)
     positions = [line for line, _ in records]
     at_row = {p: r for r, p in enumerate(positions)}
     return MolTable(
@@ -374,6 +389,8 @@ def read_table(
         ignored=ignored,
         unit=header.unit,
         problems={at_row[p]: why for p, why in header.problems.items() if p in at_row},
+        features=features,
+        feature_names=[header.columns[i] for i in feature_at],
     )
 
 

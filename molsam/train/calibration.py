@@ -26,7 +26,9 @@ Calibrators per task (molsam.uncertainty.calibration):
     regression: "conformal" split-conformal intervals (Vovk et al. 2005; Lei et al., JASA
         2018), of |y - mu| without a sigma, else of |y - mu| / sigma' with sigma' the
         z-scaled sigma (normalized, Papadopoulos et al. 2008), so intervals are
-        mu +- q sigma' (q near 1.645 when sigma' is Gaussian-calibrated); with a sigma also
+        mu +- q sigma' (q near 1.645 when sigma' is Gaussian-calibrated), stored with its
+        sorted calibration scores ("scores", T lists) so that predict's --interval can give
+        another level without refitting (conformal_level_quantiles); with a sigma also
         "sigma_scaling" (z-scaling, Levi et al., Sensors 2022): sigma' = s sigma.
 
 Where a sigma comes from: an MVE head (train.loss: mve; Nix & Weigend 1994) gives one per
@@ -45,6 +47,7 @@ import numpy as np
 from molsam.train.inference import mean_and_sigma, to_output_units
 from molsam.uncertainty import (
     calibrator_from_dict,
+    conformal_quantile,
     fit_conformal_regression,
     fit_isotonic,
     fit_sigma_scaling,
@@ -131,6 +134,9 @@ def fit_entry(
             sigma = scaling.apply(sigma)
         calibrators["conformal"] = fit_conformal_regression(
             labels, outputs.values, sigma, alpha=alpha).to_dict()
+        # The scores themselves too, so predict can give intervals of another level
+        # without refitting (molsam.predict's --interval).
+        calibrators["conformal"]["scores"] = conformal_scores(labels, outputs.values, sigma)
     else:
         multiclass = task == "multiclass"
         calibrators["temperature"] = fit_temperature(
@@ -147,6 +153,39 @@ def fit_entry(
         entry["members"] = [[int(seed), None if created is None else str(created)]
                             for seed, created in members]
     return entry
+
+
+def conformal_scores(y, mu, sigma=None) -> list[list[float]]:
+    """The calibration scores behind fit_conformal_regression's quantiles, sorted, per task:
+    |y - mu| (or |y - mu| / sigma) on the rows it keeps (a label, finite mu, and finite
+    sigma > 0 when normalized). y, mu (, sigma): float [N, T] -> T lists of floats.
+    conformal_quantile(scores[t], alpha) is the task's quantile at any level 1 - alpha."""
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    mu = np.asarray(mu, dtype=np.float64).reshape(y.shape)
+    out = []
+    for t in range(y.shape[1]):
+        keep = ~np.isnan(y[:, t]) & np.isfinite(mu[:, t])
+        scores = np.abs(y[:, t] - mu[:, t])
+        if sigma is not None:
+            s = np.asarray(sigma, dtype=np.float64).reshape(y.shape)[:, t]
+            keep &= np.isfinite(s) & (s > 0)
+            scores = scores / np.where(keep, s, 1.0)
+        out.append([float(v) for v in np.sort(scores[keep])])
+    return out
+
+
+def conformal_level_quantiles(conformal: dict, level: float) -> list[float] | None:
+    """The per-task quantiles of a stored conformal calibrator (its to_dict(), as fit_entry
+    stores it) for intervals of coverage `level` (0.9: 90%): the stored ones at the stored
+    level; at another level, conformal_quantile of its stored scores (nothing refitted);
+    None when it holds no scores (calibrated before they were stored)."""
+    alpha = 1.0 - float(level)
+    if abs(alpha - float(conformal["alpha"])) < 1e-9:
+        return [float(q) for q in conformal["quantiles"]]
+    scores = conformal.get("scores")
+    if scores is None:
+        return None
+    return [conformal_quantile(s, alpha) for s in scores]
 
 
 def calibration_record(model: dict | None, ensemble: dict | None = None) -> dict:

@@ -70,7 +70,8 @@ def _check_plain(value: Any, key: str) -> None:
     # Exact types: subclasses (numpy.float64, torch's TorchVersion str) pickle as their class,
     # which weights_only refuses.
     kind = type(value)
-    if value is None or kind in (bool, int, float, str) or isinstance(value, Tensor):
+    # bytes: packed training fingerprints ("domain"), which weights_only loads as they are.
+    if value is None or kind in (bool, int, float, str, bytes) or isinstance(value, Tensor):
         return
     if kind in (dict, OrderedDict):
         for k, v in value.items():
@@ -393,6 +394,22 @@ def write_calibration(path: str | Path, calibration: dict | None) -> dict:
     atomically (save_checkpoint): every other key stays as it was. Returns the new payload."""
     ckpt = load_checkpoint(path)
     ckpt["calibration"] = calibration
+    save_checkpoint(path, ckpt)
+    return ckpt
+
+
+def write_domain(path: str | Path, domain: dict | None) -> dict:
+    """Set a checkpoint file's "domain" and rewrite the file atomically (save_checkpoint): every
+    other key stays as it was. Returns the new payload.
+
+    domain: the training split's Morgan fingerprints (radius 2, 2048 bits) packed 8 bits a
+    byte, molsam.uncertainty.domain.Fingerprints.to_dict() (builtins and `bytes`: 256 bytes
+    a molecule plus one bit for its validity, which torch.load(weights_only=True) reads), or
+    None. `molsam train` stores it in best.pt at the end of each replicate
+    (molsam.train.loop); `molsam predict` measures each molecule's similarity to it
+    (applicability domain). Checkpoints written before it lack the key."""
+    ckpt = load_checkpoint(path)
+    ckpt["domain"] = domain
     save_checkpoint(path, ckpt)
     return ckpt
 

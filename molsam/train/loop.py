@@ -13,8 +13,10 @@ one would.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +32,7 @@ from molsam.data.batching import BatchSource, GraphBatch
 from molsam.data.splits import SplitIndices
 from molsam.devices import resolve_precision
 from molsam.errors import CheckpointError
+from molsam.outputs import naming
 from molsam.chem.spec import featurizer_spec, molecule_feature_extras
 from molsam.models import build_model, featurizer_options
 from molsam.optim import build_optimizer, reanchor, valid_keywords
@@ -58,7 +61,7 @@ from molsam.train.calibration import (
     fit_entry,
     outputs_from_raw,
 )
-from molsam.train.checkpoint import write_calibration
+from molsam.train.checkpoint import write_calibration, write_domain
 from molsam.train.finetune import checkpoint_for_seed, freeze, load_encoder, trainable_groups
 from molsam.train.inference import predict_raw, to_output_units
 from molsam.train.losses import fit_scaler, masked_loss, outputs_per_target
@@ -255,8 +258,12 @@ class ReplicateTrainer:
         on_progress: Callable[[dict], None] | None = None,
         classes: list[list[str]] | None = None,
         dist: Distributed | None = None,
+        domain: dict | None = None,
     ) -> None:
         self.recipe, self.recipe_dict = recipe, recipe_dict
+        #: The training split's packed fingerprints (molsam.train.domain.training_domain),
+        #: stored in best.pt at the end (predict's applicability domain); None: none stored.
+        self.domain = domain
         # One process unless torchrun started several (molsam.train.distributed): then this
         # rank trains on its part of each global batch and only rank 0 writes files.
         self.dist = dist or Distributed()
@@ -538,6 +545,8 @@ class ReplicateTrainer:
         best = load_checkpoint(self.out_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model_state"])
         self._calibrate()
+        if self.domain is not None and self.dist.is_main:
+            write_domain(self.out_dir / "best.pt", self.domain)
         rows = _read_metrics(self.out_dir / "metrics.csv")
         seconds = sum(float(r["seconds"]) for r in rows)
         graphs = sum(float(r["graphs_per_s"]) * float(r["seconds"]) for r in rows)
@@ -598,11 +607,18 @@ def _append_metrics(path: Path, record: EpochRecord, task: str, diagnostics: boo
         value = record.diagnostics.get(name)
         row[name] = "" if value is None else f"{value:.6g}"
     new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    size = 0 if new else path.stat().st_size
+    with naming(path):  # a full disk: an OSError naming metrics.csv, and no half row left
+        try:
+            with open(path, "a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.truncate(path, size)
+            raise
 
 
 def _read_metrics(path: Path) -> list[dict]:

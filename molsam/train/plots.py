@@ -33,6 +33,11 @@ def plot_learning_curves(run_dir: Path, seeds: list[int], metric: str, out: Path
     for axis in (left, right):
         if axis.lines:
             axis.legend(fontsize="small")
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    from molsam.outputs import naming
+
+    try:
+        with naming(out):  # a full disk: an OSError naming curves.png
+            figure.savefig(out, dpi=100)
+    finally:
+        plt.close(figure)
     return out

@@ -28,7 +28,7 @@ from molsam.data.splits import file_split
 from molsam.data.targets import targets_line
 from molsam.data.store import GraphStore
 from molsam.data.table import non_binary_labels
-from molsam.errors import ConfigError, InputError
+from molsam.errors import CheckpointError, ConfigError, InputError
 from molsam.jsonio import write_json_atomic
 from molsam.outputs import output_folder
 from molsam.devices import (
@@ -38,6 +38,7 @@ from molsam.devices import (
     resolve_device,
 )
 from molsam.train.distributed import Distributed
+from molsam.train.domain import training_domain
 from molsam.train.loop import ReplicateResult, ReplicateTrainer, warmup_epochs
 from molsam.train.metrics import mean_std, metric_names
 from molsam.train.plots import plot_learning_curves
@@ -195,6 +196,9 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
     if warning:
         log_warning(warning)
     source = store.batch_source(device)
+    # The training molecules' fingerprints, stored in each best.pt (predict's applicability
+    # domain); computed once for every replicate, by the rank that writes checkpoints.
+    domain = training_domain([store.smiles[i] for i in split.train]) if dist.is_main else None
     results: list[ReplicateResult] = []
     validation: list = []  # each replicate's best.pt outputs on val (ensemble calibration)
     with cpu_threads(device, recipe.train.threads or DEFAULT_CPU_THREADS), \
@@ -204,11 +208,14 @@ def _train_locked(recipe: Recipe, recipe_dict: dict, store: GraphStore, task: st
                 recipe, recipe_dict, source, split, task=task, target_names=store.target_names,
                 seed=seed, out_dir=out / f"seed_{seed}", device=device, on_progress=on_progress,
                 classes=store.classes,
-                dist=dist,
+                dist=dist, domain=domain,
             )
             last = out / f"seed_{seed}" / "last.pt"
             if resume and last.exists():
-                trainer.resume(last)
+                try:
+                    trainer.resume(last)
+                except CheckpointError as error:
+                    raise CheckpointError(f"{error}; {restart_hint(out, seed)}") from None
             results.append(trainer.fit())
             validation.append(trainer.val_outputs)
 
@@ -244,6 +251,14 @@ def calibrate_run_ensemble(out: Path, seeds: list[int], validation: list, task: 
         record = ckpt.get("calibration") or {}
         ckpt["calibration"] = calibration_record(record.get("model"), entry)
         save_checkpoint(path, ckpt)
+
+
+def restart_hint(out: Path, seed: int) -> str:
+    """How to train a replicate whose last.pt cannot be resumed again from its first epoch: a
+    resumed run trains a seed without a seed_<s> folder from scratch (the other seeds keep
+    theirs)."""
+    return (f"to train seed {seed} again from its first epoch, remove {out / f'seed_{seed}'} "
+            f"and run `molsam train --resume {out}` again")
 
 
 def _ignore(message: str) -> None:

@@ -233,8 +233,8 @@ class Neighbors:
     index: int64 [G], that training molecule's row in the training fingerprints (the first
         of equals; -1 where similarity is NaN);
     n_similar: float64 [G], whole numbers: training molecules with similarity >= the
-        threshold (NaN for an invalid query: float so that it fills a CSV cell like the
-        other prediction columns).
+        threshold (> with nearest_neighbors' strict=True; NaN for an invalid query: float so
+        that it fills a CSV cell like the other prediction columns).
     """
 
     similarity: np.ndarray
@@ -248,6 +248,7 @@ def nearest_neighbors(
     train,
     threshold: float = DEFAULT_THRESHOLD,
     max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    strict: bool = False,
 ) -> Neighbors:
     """Nearest-neighbour Tanimoto similarity of every query molecule to a training set.
 
@@ -255,7 +256,9 @@ def nearest_neighbors(
         query, train: Fingerprints, or packed arrays (uint8 [G, n_bits / 8] or their uint64
             words view [G, n_bits / 64]), all valid.
             Invalid training molecules are never anyone's neighbour.
-        threshold: n_similar counts training molecules with similarity >= threshold.
+        threshold: n_similar counts training molecules with similarity >= threshold
+            (strict: > threshold, as predict's molsam_train_neighbors counts those "above
+            0.4").
         max_block_bytes: working memory of one block (about 27 bytes a query x training
             pair); the result is the same for any value (blocks only change the order of
             exact integer work).
@@ -309,7 +312,8 @@ def nearest_neighbors(
                 found_index[q_lo:q_hi] = np.where(
                     better, at + t_lo, found_index[q_lo:q_hi]
                 )
-                found_count[q_lo:q_hi] += np.count_nonzero(s_b >= threshold, axis=1)
+                hits = s_b > threshold if strict else s_b >= threshold
+                found_count[q_lo:q_hi] += np.count_nonzero(hits, axis=1)
         best[rows] = found_best
         index[rows] = np.where(found_index >= 0, train_rows[np.maximum(found_index, 0)], -1)
         count[rows] = found_count

@@ -10,36 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from molsam.config import recipe_from_dict
 from molsam.evaluate import evaluate
 from molsam.predict import load_ensemble, predict_smiles
 from molsam.train.checkpoint import load_checkpoint
 from molsam.train.loop import make_scheduler
 from molsam.train.run import resume_run, train_recipe
-from tests.conftest import SHARED_DATA
+from tests.integration.test_train import _fixture_csv as _csv
+from tests.integration.test_train import _recipe as train_recipe_of
 from tests.integration.test_train import train_until_interrupted
 
 COMPT = {"name": "compt", "hidden": 16, "layers": 1, "heads": 2, "dropout": 0.0,
          "pooling": "gru", "kernel": "softmax", "norm": "scale"}
 
 
-def _csv(tmp_path: Path, name: str, rows: int) -> Path:
-    lines = (SHARED_DATA / name).read_text().splitlines()[: rows + 1]
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _recipe(data: Path, **sections):
-    raw = {
-        "data": {"path": str(data)},
-        "split": {"method": "random", "sizes": [0.6, 0.2, 0.2], "seed": 0},
-        "model": COMPT,
-        "train": {"epochs": 3, "batch_size": 8, "seeds": [0], "workers": 1, "device": "cpu"},
-    }
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value}
-    return recipe_from_dict(raw)
+    """test_train's tiny recipe with the CoMPT model."""
+    return train_recipe_of(data, **{"model": COMPT, **sections})
 
 
 def _losses(run: Path) -> list[float]:

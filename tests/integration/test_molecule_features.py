@@ -117,3 +117,36 @@ def test_featurize_features_fills_the_cache_that_training_reads(tmp_path):
     np.testing.assert_array_equal(load_recipe_data(recipe).mol_features, store.mol_features)
     bad = CliRunner().invoke(app, ["featurize", str(data), "--features", "rdkit3d"])
     assert bad.exit_code != 0 and "--features rdkit3d: not one of" in bad.output
+
+
+def test_feature_columns_of_the_file_train_and_evaluate(tmp_path):
+    """A user column (here a made-up assay temperature, with decimal commas and a gap) joins
+    the features; evaluate reads it from --data with no flag."""
+    lines = (SHARED_DATA / "esol.csv").read_text().splitlines()[1:31]  # smiles,logSolubility
+    rows = [";".join(["smiles", "temperature", "solubility"])]
+    for i, line in enumerate(lines):
+        smiles, solubility = line.rsplit(",", 1)
+        temperature = "" if i == 3 else f"{20 + i % 7},5"
+        rows.append(";".join([smiles, temperature, solubility.replace(".", ",")]))
+    data = tmp_path / "assay.csv"
+    data.write_text("\n".join(rows) + "\n")
+    recipe = recipe_from_dict({
+        "data": {"path": str(data), "target_columns": ["solubility"],
+                 "feature_columns": ["temperature"]},
+        "split": {"method": "random", "sizes": [0.6, 0.2, 0.2], "seed": 0},
+        "model": {"hidden": 16, "layers": 1, "heads": 2, "mol_features": ["rdkit2d"]},
+        "optim": {"name": "adam"},
+        "train": {"epochs": 2, "batch_size": 8, "seeds": [0], "workers": 1, "device": "cpu"},
+    })
+    from molsam.train.run import load_recipe_data
+
+    store = load_recipe_data(recipe)
+    assert store.mol_features.shape == (30, len(RDKIT2D_NAMES) + 1)
+    assert store.mol_features[0, -1] == pytest.approx(20.5) and np.isnan(store.mol_features[3, -1])
+    train_recipe(recipe, tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "seed_0" / "best.pt")
+    assert ckpt["model_config"]["mol_features"] == len(RDKIT2D_NAMES) + 1
+    assert evaluate([tmp_path / "run"], str(data), device="cpu", workers=1) is not None
+    with pytest.raises(ConfigError, match="data.feature_columns"):
+        recipe_from_dict({"data": {"path": str(data), "target_columns": ["solubility"],
+                                   "feature_columns": ["solubility"]}})

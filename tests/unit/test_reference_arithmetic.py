@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from molsam.optim import GraphSAMReference, build_optimizer
+from molsam.optim import build_optimizer
 from molsam.optim.schedules import (
     TransformerLR,
     reference_decay,
@@ -90,20 +90,25 @@ def reference_graphsam(model, batches, epochs, rho, radius, alpha, gamma, step_s
     return [p.detach().clone() for p in params]
 
 
+def molsam_epoch(optimizer, model, batches, epoch, rho, radius, gamma, step_size):
+    """One epoch as molsam's trainer runs it: the epoch's rho and radius, re-anchor, steps."""
+    factor = reference_decay(epoch, gamma, step_size)
+    set_rho(optimizer, rho * factor)
+    set_group_value(optimizer, "radius", radius * factor)
+    optimizer.reanchor()
+    for batch in batches:
+        def closure():
+            loss = _loss(model, batch)
+            loss.backward(loss.detach())
+            return loss
+        optimizer.step(closure)
+
+
 def molsam_graphsam(model, batches, epochs, rho, radius, alpha, gamma, step_size, lr):
     optimizer = build_optimizer("graphsam_reference", model.parameters(), lr=lr, rho=rho,
                                 radius=radius, beta=alpha, loss_weighted=True)
     for epoch in range(epochs):
-        factor = reference_decay(epoch, gamma, step_size)
-        set_rho(optimizer, rho * factor)
-        set_group_value(optimizer, "radius", radius * factor)
-        optimizer.reanchor()
-        for batch in batches:
-            def closure():
-                loss = _loss(model, batch)
-                loss.backward(loss.detach())
-                return loss
-            optimizer.step(closure)
+        molsam_epoch(optimizer, model, batches, epoch, rho, radius, gamma, step_size)
     return [p.detach().clone() for p in model.parameters()]
 
 
@@ -127,23 +132,12 @@ def test_reference_variant_state_dict_resumes_exactly():
     model, batches = _model_and_batches()
     optimizer = build_optimizer("graphsam_reference", model.parameters(), lr=1e-2, rho=0.05,
                                 radius=0.05, beta=0.99, loss_weighted=True)
-    def run_epoch(opt, epoch):
-        factor = reference_decay(epoch, 0.5, 1)
-        set_rho(opt, 0.05 * factor)
-        set_group_value(opt, "radius", 0.05 * factor)
-        opt.reanchor()
-        for batch in batches:
-            def closure():
-                loss = _loss(model, batch)
-                loss.backward(loss.detach())
-                return loss
-            opt.step(closure)
-    run_epoch(optimizer, 0)
+    molsam_epoch(optimizer, model, batches, 0, 0.05, 0.05, 0.5, 1)
     state = optimizer.state_dict()
     again = build_optimizer("graphsam_reference", model.parameters(), lr=1e-2, rho=0.05,
                             radius=0.05, beta=0.99, loss_weighted=True)
     again.load_state_dict(state)
-    run_epoch(again, 1)
+    molsam_epoch(again, model, batches, 1, 0.05, 0.05, 0.5, 1)
     for a, b in zip(model.parameters(), full):
         torch.testing.assert_close(a.detach(), b, rtol=0, atol=0)
 

@@ -1,0 +1,31 @@
+"""SIGTERM handled like Ctrl-C, for commands that leave something to resume.
+
+`kill PID`, a batch scheduler's time limit or a container stop send SIGTERM, whose default ends
+the process at once: no "continue with --resume" line, and a file being written is left as a
+temporary one. Inside `sigterm_as_interrupt` it raises KeyboardInterrupt instead, so the command
+stops as Ctrl-C stops it (the same clean-up, the same message, exit code 130).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the main thread for the duration of the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
