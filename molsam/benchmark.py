@@ -60,7 +60,7 @@ from molsam.config import (
 )
 from molsam.errors import ConfigError
 from molsam.jsonio import write_json_atomic, write_text_atomic
-from molsam.outputs import naming, output_folder
+from molsam.outputs import naming, output_folder, save_figure
 from molsam.train.metrics import LOWER_IS_BETTER, mean_std
 
 log = logging.getLogger("molsam")
@@ -769,8 +769,7 @@ def plot_results(suite: Suite, results: dict, out: str | Path) -> Path:
     for k in range(n, rows_n * columns):
         axes[k // columns][k % columns].set_visible(False)
     try:
-        with naming(out):
-            figure.savefig(out, dpi=100)
+        save_figure(figure, out, dpi=100)  # atomic; a full disk: an OSError naming the PNG
     finally:
         plt.close(figure)
     return Path(out)

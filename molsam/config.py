@@ -637,6 +637,10 @@ class Recipe(_Frozen):
                                ("optim.encoder_lr_scale", self.optim.encoder_lr_scale != 1.0)):
                 if value:
                     raise _molsam_error(key, "only applies when fine-tuning (set train.init_from)")
+        if train.loss_weighting == "loss" and train.static_shapes is True:
+            raise _molsam_error("train.static_shapes", "the padded static-shape step "
+                                "back-propagates the plain loss; train.loss_weighting loss "
+                                "trains eagerly (set it to auto or false)")
         if model.name == "compt" and train.static_shapes is True:
             raise _molsam_error("train.static_shapes", "the padded static-shape step is built "
                                 "for GPS; CoMPT trains eagerly (set it to auto or false)")

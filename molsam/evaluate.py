@@ -118,13 +118,14 @@ class Evaluation:
 
     def write_json(self, path: str | Path) -> Path:
         """Atomically (temp file + rename): a full disk leaves an earlier report whole."""
-        from molsam.outputs import naming, temp_beside
+        from molsam.outputs import naming, plain_mode, temp_beside
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         fd, temp = temp_beside(path)
         try:
+            plain_mode(fd)
             with naming(path, temp):
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     handle.write(text)

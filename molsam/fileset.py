@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from molsam.errors import InputError
-from molsam.outputs import STARTED
+from molsam import outputs
 
 #: The commit record: {"stage": staging folder name, "files": [file names, in rename order]}.
 COMMIT = ".molsam-commit.json"
@@ -120,7 +120,7 @@ def _remove_stale_stages(folder: Path) -> None:
     this process."""
     for left in (*folder.glob(f"{STAGE_PREFIX}*"), *folder.glob(f"{COMMIT}.*.tmp")):
         try:
-            if left.stat().st_mtime >= STARTED:
+            if left.stat().st_mtime >= outputs.STARTED:
                 continue
             if left.is_dir():
                 shutil.rmtree(left, ignore_errors=True)

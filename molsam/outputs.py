@@ -54,6 +54,10 @@ TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 #: When this process started (near enough: this module is imported before any write). A temp
 #: file written since is never swept: it may belong to this very process.
 STARTED = time.time()
+#: The process's umask (read once, at import, while single-threaded): files written through a
+#: temp file get the mode a plain open() would give them, not mkstemp's 0600.
+UMASK = os.umask(0)
+os.umask(UMASK)
 
 
 def output_folder(path: str | Path, option: str, *, create: bool = True) -> Path:
@@ -262,4 +266,29 @@ def _writable(folder: Path) -> bool:
 
 
 def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
+    reason = exc.strerror or type(exc).__name__
+    known = os.strerror(exc.errno) if exc.errno in ADVICE else None
+    # pyarrow: "Error writing bytes to file. Detail: [errno 28] No space left on device"
+    return known if known and known in reason else reason
+
+
+def plain_mode(fd: int) -> None:
+    """Give a temp file (mkstemp: 0600) the mode open() would have given the file."""
+    os.fchmod(fd, 0o666 & ~UMASK)
+
+
+def save_figure(figure, path: str | Path, **options) -> Path:
+    """figure.savefig atomically (a temp file beside `path`, renamed over it): a full disk
+    leaves an earlier plot whole, and raises an OSError naming `path`."""
+    path = Path(path)
+    fd, temp = temp_beside(path)
+    try:
+        plain_mode(fd)
+        with naming(path, temp):
+            with os.fdopen(fd, "wb") as handle:
+                figure.savefig(handle, format=path.suffix.lstrip(".") or None, **options)
+            os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return path

@@ -335,8 +335,8 @@ def predict_files_ray(
         read: delimiter, decimal mark and sheet of every input (molsam.data.read_options).
         options: what is written beside the predictions, as in single-machine predict
             (molsam.predict_uncertainty.PredictOptions; None: plain, plus the domain columns
-            when the checkpoints hold training fingerprints); on_note: called with each line
-            the options' plan has for the user.
+            when the checkpoints hold training fingerprints); on_note: called, once the
+            files are written, with each line the options' plan has for the user.
 
     Raises:
         ConfigError: Ray is not installed (one line saying how to install it).
@@ -347,9 +347,7 @@ def predict_files_ray(
     ray = import_ray()
     start = time.perf_counter()
     ensemble = load_ensemble(models, "cpu")  # in the driver: checks and metadata only
-    for note in ensemble.plan(options).notes:  # options it cannot honour: refused here
-        if on_note is not None:
-            on_note(note)
+    notes = ensemble.plan(options).notes  # options it cannot honour: refused here
     files = resolve_inputs(inputs)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -408,6 +406,8 @@ def predict_files_ray(
     missing = [plans[i].path for i, done in enumerate(outputs.done) if not done]
     if missing:  # cannot happen unless Ray dropped blocks: never report success then
         raise InputError(f"{missing[0]}: Ray returned an incomplete result; nothing written")
+    for note in notes if on_note is not None else ():  # after the run: errors stay one line
+        on_note(note)
     return PredictSummary(total, valid, total - valid, time.perf_counter() - start)
 
 

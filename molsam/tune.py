@@ -62,7 +62,7 @@ from molsam.config import (
     tune_to_dict,
 )
 from molsam.errors import ConfigError, MolsamError
-from molsam.outputs import naming, output_folder
+from molsam.outputs import naming, output_folder, save_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -751,8 +751,7 @@ def _save_axes(axes: Any, path: Path) -> Path:
     figure.set_size_inches(8, 5)
     figure.tight_layout()
     try:
-        with naming(path):  # a full disk: an OSError naming the PNG
-            figure.savefig(path, dpi=120)
+        save_figure(figure, path, dpi=120)  # atomic; a full disk: an OSError naming the PNG
     finally:
         plt.close(figure)
     return path

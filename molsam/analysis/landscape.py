@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from molsam.outputs import naming
+from molsam.outputs import naming, save_figure
 from molsam.analysis.objective import (
     LossFn,
     Vector,
@@ -143,8 +143,7 @@ def write_landscape_1d(result: dict, csv_path: Path, png_path: Path, title: str 
     axis.plot(result["alphas"], result["losses"], "o-", markersize=3)
     axis.set(xlabel="alpha (filter-normalized direction)", ylabel="training loss", title=title)
     try:
-        with naming(png_path):  # a full disk: an OSError naming the PNG
-            figure.savefig(png_path, dpi=100)
+        save_figure(figure, png_path, dpi=100)  # atomic; a full disk: an OSError naming the PNG
     finally:
         plt.close(figure)
 
@@ -168,8 +167,7 @@ def write_landscape_2d(result: dict, csv_path: Path, png_path: Path, title: str 
     axis.plot([0], [0], "r+")
     axis.set(xlabel="alpha (direction 1)", ylabel="beta (direction 2)", title=title)
     try:
-        with naming(png_path):  # a full disk: an OSError naming the PNG
-            figure.savefig(png_path, dpi=100)
+        save_figure(figure, png_path, dpi=100)  # atomic; a full disk: an OSError naming the PNG
     finally:
         plt.close(figure)
 

@@ -101,8 +101,7 @@ def predict(
         from molsam.predict import load_ensemble, predict_csv
 
         ensemble = load_ensemble(models, device)
-        for note in ensemble.plan(options).notes:  # refuses options it cannot honour first
-            typer.echo(note, err=True)
+        notes = ensemble.plan(options).notes  # options it cannot honour: refused here
         summary = predict_csv(
             ensemble, input_path, None if out == "-" else out, smiles_column=smiles_col,
             batch_size=batch_size, workers=workers, read=read, options=options,
@@ -115,6 +114,8 @@ def predict(
     except MolsamError as error:
         raise fail(error) from None
     members = f"{len(ensemble)} models" if len(ensemble) > 1 else "1 model"
+    for note in notes:  # after the run: an error stays the only line
+        typer.echo(note, err=True)
     typer.echo(summary.read, err=True)
     typer.echo(
         f"{summary.rows} rows, {summary.valid} valid, {summary.invalid} invalid; "

@@ -10,8 +10,8 @@ computes, in molsam's batch layout; for one molecule of n atoms, d = hidden, h h
   conjugated, aromatic, in ring), rebuilt from molsam's integer codes; the atom's index in the
   molecule (a learned position embedding); D, the topological distance matrix.
 - Embeddings: x_i = Linear(atom_i) * sqrt(d) + Pos(i + 1); e_ij = Linear(bond_ij) * sqrt(d), and
-  where atoms i, j share no bond (the diagonal included) e_ij is that layer's bias * sqrt(d): one
-  shared "no-bond" vector.
+  where atoms i, j share no bond (the diagonal included) e_ij is the bond embedding's bias *
+  sqrt(d): one shared "no-bond" vector.
 - Each layer, with one norm module (LayerNorm on the unbiased std + 1e-6, or ScaleNorm):
       y = norm(x);  q_i = W_q y_i;  v_i = W_v y_i;  k_ij = W_k e_ij
       A_ij = softmax_j(q_i . k_ij / sqrt(d_k)) over the molecule's atoms
@@ -23,7 +23,7 @@ computes, in molsam's batch layout; for one molecule of n atoms, d = hidden, h h
   After the last layer, x = norm(x).
 - Readout ("gru"): h_0 = max_i mish(x_i + b); a bidirectional GRU over the atoms in index order,
   mish(Linear(2d -> d)) per atom, averaged over atoms; then the generator, (Linear -> Mish ->
-  norm -> Dropout) x (generator_layers - 1) -> Linear(d -> tasks). Or "mean" pooling.
+  norm -> Dropout) x (head_layers - 1) -> Linear(d -> tasks). Or "mean" pooling.
 - Init: Xavier uniform on every parameter with more than one dimension.
 
 Cheap exact attention: every pair without a bond has the same key, so per layer and head only
@@ -39,8 +39,9 @@ Where molsam departs from the reference code, on purpose:
   sums the padding slots' GRU outputs into the mean, so its numbers depend on which molecules
   share a batch and how much padding they carry; here padding and batch composition change
   nothing (tested).
-- Positions past `max_positions` share the last position embedding (the reference sizes the
-  table to the dataset's largest molecule and drops BBBP molecules of 100 atoms or more).
+- Positions past MAX_POSITIONS (128) share the last position embedding (the reference sizes
+  the table to the dataset's largest molecule). The reference also drops BBBP molecules of 100
+  atoms or more before splitting (2050 -> 2035 rows); molsam keeps every valid molecule.
 - Training-side differences (the reference drops the last partial batch of every loader,
   evaluation included) live in the trainer, which scores every molecule.
 
@@ -49,7 +50,8 @@ columns, so W_k e_ij + k_b = (W_k W_e sqrt(d)) b_ij + (W_k c_e sqrt(d) + k_b): o
 per layer instead of a d x d product over every bond (the largest matrix product of the
 layer), and the no-bond key is the constant term. Used whenever the edge embedding's dropout
 is off (evaluation, and every paper setting, whose dropout is 0); with dropout on, the
-explicit form. Both are tested against the reference transcription.
+explicit form. The factored form is tested against the reference transcription, the explicit
+one against the factored.
 
 Attention keys are computed on the atom rows and bonds, and only scores, the kernel and values
 are laid out densely per molecule ([B, L, L] with L = largest molecule in the batch); no host

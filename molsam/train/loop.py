@@ -316,10 +316,13 @@ class ReplicateTrainer:
         self.static: StaticSteps | None = None
         # Not combined with data parallelism yet: a multi-process run takes the eager step,
         # whose closure all-reduces the gradients (molsam.train.distributed).
-        # CoMPT's batches carry distance matrices the padded buckets do not lay out: eager.
+        # CoMPT's batches carry distance matrices the padded buckets do not lay out, and the
+        # static step's closure back-propagates the plain loss: both train eagerly.
         if (use_static_shapes(t.static_shapes, device) and not self.dist.enabled
-                and recipe.model.name == "gps"):
-            capture = (device.type == "cuda" and recipe.optim.name in CAPTURABLE_OPTIMIZERS
+                and recipe.model.name == "gps" and not self.loss_weighted):
+            # optimizer_name: GraphSAM's reference variant keeps rho and radius as host floats
+            # that a captured graph would freeze, so it is not in CAPTURABLE_OPTIMIZERS.
+            capture = (device.type == "cuda" and optimizer_name(recipe) in CAPTURABLE_OPTIMIZERS
                        and not t.log_sam_cosine)
             self.capturable = capture
             self.static = StaticSteps(

@@ -33,11 +33,10 @@ def plot_learning_curves(run_dir: Path, seeds: list[int], metric: str, out: Path
     for axis in (left, right):
         if axis.lines:
             axis.legend(fontsize="small")
-    from molsam.outputs import naming
+    from molsam.outputs import save_figure
 
     try:
-        with naming(out):  # a full disk: an OSError naming curves.png
-            figure.savefig(out, dpi=100)
+        save_figure(figure, out, dpi=100)  # atomic; a full disk: an OSError naming curves.png
     finally:
         plt.close(figure)
     return out

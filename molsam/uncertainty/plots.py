@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from molsam.outputs import save_figure
 from molsam.uncertainty._arrays import as_tasks, check_blocks
 
 NUM_BINS = 10
@@ -89,7 +90,7 @@ def reliability_diagram(
     bottom.set(xlabel="predicted probability" if binary else "confidence (top class)",
                ylabel="molecules")
     top.legend(fontsize="small", loc="upper left")
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path, dpi=100)  # atomic: a full disk keeps an earlier plot
     plt.close(figure)
     return Path(path)
 
@@ -131,7 +132,7 @@ def regression_calibration_plot(
     axis.set(xlabel="expected proportion in interval", ylabel="observed proportion",
              xlim=(0, 1), ylim=(0, 1), title="regression calibration" + _tasks_title(target_names))
     axis.legend(fontsize="small", loc="upper left")
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path, dpi=100)  # atomic: a full disk keeps an earlier plot
     plt.close(figure)
     return Path(path)
 
@@ -167,7 +168,7 @@ def error_sigma_plot(
               title=f"{num_bins} equal-count bins of sigma")
     for axis in (left, right):
         axis.legend(fontsize="small")
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path, dpi=100)  # atomic: a full disk keeps an earlier plot
     plt.close(figure)
     return Path(path)
 

@@ -60,9 +60,11 @@ def test_sd_file_featurize_train_predict_evaluate(tmp_path, files):
     result = runner.invoke(app, ["predict", str(run), str(sdf), "-j", "1"])
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(result.stdout)))
+    # The applicability-domain columns come by default with a checkpoint trained today.
     assert rows[0] == ["smiles", "name", "ID", "NAME", "SOL", "SOL_classification", "SOL_pred",
-                       "molsam_error"]
-    assert len(rows) == 38 and rows[5][6] == "" and "SD record 5 unreadable" in rows[5][7]
+                       "molsam_train_similarity", "molsam_train_neighbors", "molsam_error"]
+    assert len(rows) == 38 and rows[5][6:9] == ["", "", ""]
+    assert "SD record 5 unreadable" in rows[5][9]
     assert rows[6][1:4] == ["nci-5", "5", "compound E4"]  # no row shifted past the bad record
     # The same molecules from the CSV built from the SD file get the same predictions.
     result = runner.invoke(app, ["predict", str(run), str(table), "-j", "1"])
@@ -102,7 +104,8 @@ def test_smiles_file_predicts_like_the_csv(tmp_path, files):
     result = runner.invoke(app, ["predict", str(run), str(smi), "-j", "1"])
     assert result.exit_code == 0, result.output
     got = csv_rows(result.stdout)
-    assert list(got[0]) == ["smiles", "name", "SOL", "molsam_error"]
+    assert list(got[0]) == ["smiles", "name", "SOL", "molsam_train_similarity",
+                            "molsam_train_neighbors", "molsam_error"]
     assert [r["name"] for r in got] == [r["NAME"] for r in molecules]
     reference = csv_rows(runner.invoke(app, ["predict", str(run), str(table), "-j", "1"]).stdout)
     np.testing.assert_allclose([float(r["SOL"]) for r in got],
@@ -176,7 +179,8 @@ def test_multiclass_train_predict_evaluate(tmp_path, files):
     result = runner.invoke(app, ["predict", str(run), str(table), "-j", "1"])
     rows = csv_rows(result.stdout)
     assert list(rows[0])[5:] == [*probability, "SOL_classification_pred",
-                                 *(f"{c}_std" for c in probability), "molsam_error"]
+                                 *(f"{c}_std" for c in probability), "molsam_train_similarity",
+                                 "molsam_train_neighbors", "molsam_error"]
     mean = np.array([[float(r[c]) for c in probability] for r in rows])
     std = np.array([[float(r[f"{c}_std"]) for c in probability] for r in rows])
     np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-6)
@@ -244,7 +248,8 @@ def test_two_multiclass_targets_train_and_predict(tmp_path, files):
     result = runner.invoke(app, ["predict", str(run), str(path), "-j", "1"])
     rows = csv_rows(result.stdout)
     assert list(rows[0])[3:] == [*(f"sol_{c}" for c in CLASSES), "sol_pred", "parity_even",
-                                 "parity_odd", "parity_pred", "molsam_error"]
+                                 "parity_odd", "parity_pred", "molsam_train_similarity",
+                                 "molsam_train_neighbors", "molsam_error"]
     for row in rows:
         assert float(row["parity_even"]) + float(row["parity_odd"]) == pytest.approx(1, abs=1e-6)
         best = "even" if float(row["parity_even"]) > float(row["parity_odd"]) else "odd"

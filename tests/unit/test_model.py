@@ -253,3 +253,21 @@ def test_parameter_groups_weights_split_every_parameter_once() -> None:
     assert all(n.endswith(".weight") and "norm" not in n and "embedding" not in n for n in perturbed)
     assert "layers.0.attn.qkv.weight" in perturbed and "head.3.weight" in perturbed
     assert parameter_groups(model, "all")[0]["params"] == list(model.named_parameters())
+
+
+def test_code_embedding_bag_equals_the_sum_of_per_column_lookups():
+    """One embedding_bag per row equals gathering every column's row and summing (values and
+    gradients, up to the order of the additions)."""
+    from molsam.chem.spec import ATOM_VOCAB_SIZES
+    from molsam.models.gps import CodeEmbedding
+
+    torch.manual_seed(0)
+    embedding = CodeEmbedding(ATOM_VOCAB_SIZES, 32).double()
+    codes = torch.stack([torch.randint(0, s, (300,)) for s in ATOM_VOCAB_SIZES], 1).to(torch.uint8)
+    upstream = torch.randn(300, 32, dtype=torch.float64)
+    ours = embedding(codes)
+    summed = embedding.table(codes.long() + embedding.offsets).sum(dim=1)
+    torch.testing.assert_close(ours, summed, rtol=1e-12, atol=1e-12)
+    (g_ours,) = torch.autograd.grad((ours * upstream).sum(), embedding.table.weight)
+    (g_summed,) = torch.autograd.grad((summed * upstream).sum(), embedding.table.weight)
+    torch.testing.assert_close(g_ours, g_summed, rtol=1e-12, atol=1e-12)
