@@ -64,8 +64,11 @@ def settle(folder: str | Path, *, reading: bool = False) -> None:
         reading: called by a reader: an error finishing it becomes a one-line InputError.
     """
     folder = Path(folder)
-    if not (folder / COMMIT).is_file():
-        return
+    try:
+        if not (folder / COMMIT).is_file():
+            return
+    except OSError:
+        return  # a folder that may not be searched: the read itself will say so
     try:
         _finish(folder)
     except OSError as exc:

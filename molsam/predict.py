@@ -14,6 +14,13 @@ column per class, `<task>_<class>`, then `<task>`, the predicted class (highest 
 probability); an ensemble averages the members' probabilities and adds `<task>_<class>_std` (empty, or RDKit's reason for an invalid
 SMILES, whose prediction cells stay empty).
 
+By default, when the checkpoints hold their training molecules' fingerprints (molsam train
+stores them), two applicability-domain columns follow, before molsam_error:
+`molsam_train_similarity` (Tanimoto to the nearest training molecule) and
+`molsam_train_neighbors` (training molecules above 0.4); PredictOptions (--uncertainty,
+--interval, --no-calibration, --no-domain) add or remove columns as molsam.predict_uncertainty
+describes. A checkpoint without fingerprints gives no domain columns (a note says why).
+
 Streaming: rows are read, featurized (worker processes), predicted and written block by block,
 so memory stays flat whatever the file size. The workers featurize the next block while the
 model scores the current one. Output goes to a temporary file in the destination folder that is

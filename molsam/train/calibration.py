@@ -4,7 +4,8 @@ At the end of every replicate `molsam train` fits calibration on the run's valid
 with best.pt's weights and stores it in best.pt under "calibration"; after the last replicate
 of a run with several seeds it also fits the ensemble of them and stores that beside
 (molsam.train.loop, molsam.train.run). `molsam calibrate` refits on other labelled molecules
-(molsam.calibrate). `molsam evaluate` applies it; predict will.
+(molsam.calibrate). `molsam evaluate` applies it; so does `molsam predict` with --uncertainty
+and --interval (molsam.predict_uncertainty).
 
 ckpt["calibration"] (builtins only, so the checkpoint loads with weights_only=True)::
 

@@ -203,7 +203,7 @@ def test_full_disk_train_evaluate_sharpness(tmp_path, disk):
                    f"error: --out {disk / 'eval.json'}: cannot write {disk}/eval.",
                    f"({NO_SPACE}); free space on that disk or choose another --out")
     one_line_error(runner.invoke(app, ["sharpness", str(run), "--out", str(disk / "s.json"),
-                                       "--iters", "1", "--probes", "0", "--rho", "0.01"]),
+                                       "--iters", "0", "--probes", "0", "--rho", "0.01"]),
                    f"cannot write {disk / 's.json'} ({NO_SPACE}); free space on that disk")
     assert (disk / "eval.json").read_text() == "{}\n" and (disk / "s.json").read_text() == "{}\n"
     assert left_over(disk, "eval.json", "s.json", "run") == []
