@@ -36,6 +36,7 @@ DATA defaults to benchmarks/library.py's library (~23,400 rows, built in a tempo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -81,6 +82,14 @@ def _assemble(mols, atom_rows: list[tuple], bond_rows: list[tuple]):
     return atom_counts, bond_counts, atom_raw, bond_raw
 
 
+def _scaffolds(mols) -> list[str]:
+    return [scaffold_of(mol) for mol in mols]
+
+
+def _codes(atom_raw: np.ndarray, bond_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _encode_columns(atom_raw, ATOM_FEATURES), _encode_columns(bond_raw[:, 2:], BOND_FEATURES)
+
+
 def _timed(work: Callable[[], object]) -> tuple[float, float, object]:
     """(CPU seconds, wall seconds, result) of one call."""
     cpu, wall = time.process_time(), time.perf_counter()
@@ -96,8 +105,8 @@ def profile_round(chunks: list[list[str]], rwse_steps: int) -> dict[str, tuple[f
     """
     times: dict[str, list[float]] = {}
 
-    def record(name: str, work: Callable[[], object]):
-        cpu, wall, result = _timed(work)
+    def record(name: str, work: Callable[..., object], *args):
+        cpu, wall, result = _timed(lambda: work(*args))
         total = times.setdefault(name, [0.0, 0.0])
         total[0] += cpu
         total[1] += wall
@@ -115,26 +124,23 @@ def profile_round(chunks: list[list[str]], rwse_steps: int) -> dict[str, tuple[f
         with rdBase.BlockLogs():
             for mol in raw:
                 if mol is not None:
-                    try:
-                        Chem.SanitizeMol(mol)
-                    except Exception:  # the library's few invalid rows
-                        pass
+                    with contextlib.suppress(Chem.rdchem.MolSanitizeException):
+                        Chem.SanitizeMol(mol)  # raises for the library's few invalid rows
 
     for chunk in chunks:
-        mols = record("parse: MolFromSmiles", lambda: parse(chunk))
-        raw = record("  parse only (sanitize=False)", lambda: parse_unsanitized(chunk))
-        record("  SanitizeMol", lambda: sanitize(raw))
-        record("scaffold: scaffold_of", lambda: [scaffold_of(m) for m in mols])
-        atom_rows = record("atom rows: _atom_rows", lambda: _atom_rows(mols))
-        bond_rows = record("bond rows: _bond_rows", lambda: _bond_rows(mols))
+        mols = record("parse: MolFromSmiles", parse, chunk)
+        raw = record("  parse only (sanitize=False)", parse_unsanitized, chunk)
+        record("  SanitizeMol", sanitize, raw)
+        record("scaffold: scaffold_of", _scaffolds, mols)
+        atom_rows = record("atom rows: _atom_rows", _atom_rows, mols)
+        bond_rows = record("bond rows: _bond_rows", _bond_rows, mols)
         atom_counts, bond_counts, atom_raw, bond_raw = record(
-            "array assembly (numpy)", lambda: _assemble(mols, atom_rows, bond_rows))
-        atom_codes, bond_codes = record("code lookups: _encode_columns", lambda: (
-            _encode_columns(atom_raw, ATOM_FEATURES), _encode_columns(bond_raw[:, 2:], BOND_FEATURES)))
-        record("RWSE (16 steps)", lambda: random_walk_return_probabilities(
-            atom_counts, bond_counts, np.ascontiguousarray(bond_raw[:, :2]), rwse_steps))
-        whole = record("featurize_chunk (whole)", lambda: featurize_chunk(0, chunk, rwse_steps, True))
-        record("  mols_to_arrays (codes + RWSE)", lambda: mols_to_arrays(mols, rwse_steps))
+            "array assembly (numpy)", _assemble, mols, atom_rows, bond_rows)
+        atom_codes, bond_codes = record("code lookups: _encode_columns", _codes, atom_raw, bond_raw)
+        record("RWSE (16 steps)", random_walk_return_probabilities,
+               atom_counts, bond_counts, bond_raw[:, :2], rwse_steps)
+        whole = record("featurize_chunk (whole)", featurize_chunk, 0, chunk, rwse_steps, True)
+        record("  mols_to_arrays (codes + RWSE)", mols_to_arrays, mols, rwse_steps)
         # The mirrored glue must give what molsam gives, or the split above is not molsam's.
         if not (np.array_equal(atom_codes, whole.atom_codes)
                 and np.array_equal(bond_codes, whole.bond_codes)):

@@ -177,6 +177,13 @@ class Ensemble:
         return spec_extras(self.featurizer)
 
     @property
+    def feature_columns(self) -> tuple[str, ...]:
+        """Input columns the models read as molecule-level features (data.feature_columns of
+        the checkpoint's recipe; none for most models)."""
+        data = self.recipe.get("data") if isinstance(self.recipe, dict) else None
+        return tuple((data or {}).get("feature_columns") or ())
+
+    @property
     def smiles_column(self) -> str | None:
         """The SMILES column of the training data, from the checkpoint's recipe."""
         data = self.recipe.get("data") if isinstance(self.recipe, dict) else None
@@ -381,6 +388,11 @@ def predict_smiles(
     predictions and, when the checkpoints hold training fingerprints, the domain)."""
     from molsam.chem.parallel import featurize_many
 
+    if ensemble.feature_columns:
+        raise InputError(
+            f"{ensemble.paths[0]}: the model reads the input columns "
+            f"{', '.join(map(repr, ensemble.feature_columns))} beside the SMILES; predict a "
+            "file that has them")
     arrays = featurize_many(list(smiles), ensemble.rwse_steps, workers=workers,
                             extras=featurize_extras(ensemble, options))
     return _block_predictions(ensemble, arrays, len(smiles), batch_size, options)
@@ -627,6 +639,10 @@ def predict_csv(
     at = smiles_column_index(header, ensemble, smiles_column)
     columns = output_columns(header, ensemble, options)
     kept = kept_input_columns(header)
+    features = None
+    if ensemble.feature_columns:
+        features = ([header.column_index(c, "feature", "data.feature_columns")
+                     for c in ensemble.feature_columns], header.decimal or ".")
     typed_input = kind == "parquet" and file_format(header.path) == "parquet"
     kept_all, kept = kept, (None if len(kept) == len(header.columns) else kept)
     delimiter = "\t" if kind == "tsv" else ","
@@ -659,7 +675,7 @@ def predict_csv(
                 while len(pending) > 1:
                     done, why, result = pending.popleft()
                     valid += _write_block(writer, ensemble, done, result, batch_size, why, kept,
-                                          options, number)
+                                          options, number, features)
                     number += 1
                     total += len(done)
                     if on_progress:
@@ -667,7 +683,7 @@ def predict_csv(
             while pending:
                 done, why, result = pending.popleft()
                 valid += _write_block(writer, ensemble, done, result, batch_size, why, kept,
-                                      options, number)
+                                      options, number, features)
                 number += 1
                 total += len(done)
                 if on_progress:
@@ -708,14 +724,32 @@ def _write_block(
     kept: list[int] | None = None,
     options: PredictOptions | None = None,
     number: int = 0,
+    features: tuple[list[int], str] | None = None,
 ) -> int:
     """Predict one block and write its rows; returns the number of valid molecules. `reasons`:
     the reader's reason per row (an unreadable SD record), which replaces the featurizer's;
     `kept`: the input cells to copy (kept_input_columns), None for all."""
     rows, valid = score_block(ensemble, block, result(), batch_size, reasons, kept, options,
-                              number)
+                              number, features)
     writer.writerows(rows)
     return valid
+
+
+def feature_values(block: list[list[str]], at: list[int], decimal: str = ".") -> np.ndarray:
+    """float32 [rows, len(at)]: the block's feature cells as numbers. An empty cell, or one that
+    is not a number, is missing (NaN), which the model fills with its training mean, as it
+    does for a descriptor RDKit could not compute."""
+    def number(cell: str) -> float:
+        text = cell.strip()
+        if decimal == ",":
+            text = text.replace(",", ".")
+        try:
+            return float(text) if text else np.nan
+        except ValueError:
+            return np.nan
+
+    return np.array([[number(cells[i]) for i in at] for cells in block],
+                    dtype=np.float32).reshape(len(block), len(at))
 
 
 def score_block(
@@ -727,6 +761,7 @@ def score_block(
     kept: list[int] | None = None,
     options: PredictOptions | None = None,
     number: int = 0,
+    features: tuple[list[int], str] | None = None,
 ) -> tuple[list[list[str]], int]:
     """Output rows of one block of input rows, in input order, and its number of valid molecules.
 
@@ -737,9 +772,15 @@ def score_block(
     Single-machine predict (`predict_csv`) and the Ray engine (`molsam.predict_ray`) both score
     blocks with this one function. `options`: what is written beside the predictions
     (output_columns); `arrays` must then be featurized with featurize_extras(ensemble,
-    options); `number`: the block's number in its file (MC dropout's seed).
+    options); `number`: the block's number in its file (MC dropout's seed); `features`:
+    (indices of the input's feature columns, its decimal mark) for a model that reads some.
     """
     plan = ensemble.plan(options)
+    if features is not None:  # the input's feature columns, after the computed features
+        at, decimal = features
+        values = feature_values(block, at, decimal)[arrays.valid]
+        arrays.mol_features = values if arrays.mol_features is None else np.concatenate(
+            [arrays.mol_features, values], axis=1)
     found = _block_predictions(ensemble, arrays, len(block), batch_size, options, number)
     if reasons:
         found.errors = [why or error for why, error in zip(reasons, found.errors)]

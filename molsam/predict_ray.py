@@ -113,6 +113,10 @@ def _plan(ensemble, inputs: list[Path], out_dir: Path, smiles_column: str | None
           read=None, options=None) -> list[_FilePlan]:
     """Per input: where its output goes, its SMILES column and output columns (checked here, in
     the driver, so a missing column is one line before any work starts)."""
+    if ensemble.feature_columns:  # before Ray starts: the local engine reads them
+        raise ConfigError(
+            "--engine ray does not read a model's input feature columns "
+            f"({', '.join(ensemble.feature_columns)}) yet; predict with the local engine")
     from molsam.data.read_options import DEFAULT
     from molsam.data.table import iter_table
     from molsam.predict import (

@@ -384,7 +384,11 @@ def block_extras(
     fingerprints: uint8 [G, 256] packed Morgan fingerprints (domain); block: the block's
     number in its file (seeds MC dropout).
     """
-    from molsam.uncertainty import calibrator_from_dict, pairwise_disagreement, predictive_entropy
+    from molsam.uncertainty import (
+        calibrator_from_dict,
+        pairwise_disagreement,
+        predictive_entropy,
+    )
 
     out = BlockExtras()
     task, k = ensemble.task, ensemble.num_classes

@@ -66,9 +66,10 @@ from molsam.cli import sharpness as _sharpness  # noqa: E402
 from molsam.cli import recipe as _recipe  # noqa: E402
 from molsam.cli import calibrate as _calibrate  # noqa: E402
 from molsam.cli import embed as _embed  # noqa: E402
+from molsam.cli import report as _report  # noqa: E402
 
 for _command in (_featurize, _train, _datasets, _evaluate, _predict, _benchmark, _tune,
-                 _sharpness, _recipe, _calibrate, _embed):
+                 _sharpness, _recipe, _calibrate, _embed, _report):
     _command.register(app)
 
 

@@ -350,8 +350,8 @@ class CoMPTModel(nn.Module):
         self.dropout_p, self.kernel, self.norm_kind = float(dropout), kernel, norm
         self.pooling, self.head_layers = pooling, head_layers
         self.mol_features, self.feature_extras = int(mol_features), tuple(feature_extras)
-        if bool(self.mol_features) != bool(self.feature_extras):
-            raise ValueError("mol_features and feature_extras go together (both or neither)")
+        if self.feature_extras and not self.mol_features:
+            raise ValueError("feature_extras without mol_features: their columns must be counted")
         self.feature_scaler = FeatureScaler(self.mol_features) if self.mol_features else None
         width = hidden + self.mol_features
 

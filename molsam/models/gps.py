@@ -282,7 +282,8 @@ class GPSModel(nn.Module):
         attn_dropout: dropout on attention weights.
         mol_features: F molecule-level feature columns (molsam.chem.descriptors) scaled by a
             FeatureScaler and joined to the pooled representation before the head; 0: none.
-        feature_extras: the featurizer extras that make those columns (e.g. ("rdkit2d",)).
+        feature_extras: the featurizer extras that make some of those columns (e.g.
+            ("rdkit2d",)); the others are input columns (data.feature_columns).
 
     forward(batch: GraphBatch or a torch-geometric Batch) -> float [B, T].
     """
@@ -330,8 +331,8 @@ class GPSModel(nn.Module):
         self.attn_dropout = float(attn_dropout)
         self.mol_features = int(mol_features)
         self.feature_extras = tuple(feature_extras)
-        if bool(self.mol_features) != bool(self.feature_extras):
-            raise ValueError("mol_features and feature_extras go together (both or neither)")
+        if self.feature_extras and not self.mol_features:
+            raise ValueError("feature_extras without mol_features: their columns must be counted")
         self.feature_scaler = FeatureScaler(self.mol_features) if self.mol_features else None
 
         self.atom_embedding = CodeEmbedding(ATOM_VOCAB_SIZES, hidden)

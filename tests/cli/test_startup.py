@@ -40,7 +40,7 @@ def test_importing_the_cli_imports_no_heavy_module():
 
 @pytest.mark.parametrize(
     "command", ["featurize", "train", "evaluate", "predict", "datasets", "benchmark", "tune",
-                "sharpness", "calibrate", "embed"]
+                "sharpness", "calibrate", "embed", "report"]
 )
 def test_command_help_imports_no_heavy_module(command):
     assert _heavy_modules_after(command, "--help") == []

@@ -13,7 +13,7 @@ from rdkit.Chem import Descriptors
 
 from molsam.chem.descriptors import RDKIT2D_NAMES, morgan_counts, rdkit2d
 from molsam.config import recipe_from_dict
-from molsam.errors import ConfigError
+from molsam.errors import ConfigError, InputError
 from molsam.evaluate import evaluate
 from molsam.models.features import CLIP, FeatureScaler
 from molsam.predict import load_ensemble, predict_smiles
@@ -134,19 +134,34 @@ def test_feature_columns_of_the_file_train_and_evaluate(tmp_path):
         "data": {"path": str(data), "target_columns": ["solubility"],
                  "feature_columns": ["temperature"]},
         "split": {"method": "random", "sizes": [0.6, 0.2, 0.2], "seed": 0},
-        "model": {"hidden": 16, "layers": 1, "heads": 2, "mol_features": ["rdkit2d"]},
+        "model": {"hidden": 16, "layers": 1, "heads": 2},
         "optim": {"name": "adam"},
         "train": {"epochs": 2, "batch_size": 8, "seeds": [0], "workers": 1, "device": "cpu"},
     })
     from molsam.train.run import load_recipe_data
 
     store = load_recipe_data(recipe)
-    assert store.mol_features.shape == (30, len(RDKIT2D_NAMES) + 1)
+    assert store.mol_features.shape == (30, 1)
     assert store.mol_features[0, -1] == pytest.approx(20.5) and np.isnan(store.mol_features[3, -1])
     train_recipe(recipe, tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run" / "seed_0" / "best.pt")
-    assert ckpt["model_config"]["mol_features"] == len(RDKIT2D_NAMES) + 1
+    assert ckpt["model_config"]["mol_features"] == 1
     assert evaluate([tmp_path / "run"], str(data), device="cpu", workers=1) is not None
+
+    # predict reads the column from its input: a different temperature, a different prediction
+    from molsam.predict import predict_csv
+
+    warm = tmp_path / "warm.csv"
+    warm.write_text("\n".join([rows[0], rows[1], rows[1].replace(";20,5;", ";95,5;")]) + "\n")
+    ensemble = load_ensemble([tmp_path / "run"], device="cpu")
+    predict_csv(ensemble, warm, tmp_path / "out.csv", workers=1)
+    import csv
+
+    with open(tmp_path / "out.csv", newline="") as handle:
+        out = list(csv.DictReader(handle))
+    assert len(out) == 2 and out[0]["solubility_pred"] != out[1]["solubility_pred"]
+    with pytest.raises(InputError, match="temperature"):
+        predict_smiles(ensemble, ["CCO"], workers=1)
     with pytest.raises(ConfigError, match="data.feature_columns"):
         recipe_from_dict({"data": {"path": str(data), "target_columns": ["solubility"],
                                    "feature_columns": ["solubility"]}})
