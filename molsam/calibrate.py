@@ -24,7 +24,7 @@ import torch
 
 from molsam.data.read_options import DEFAULT, ReadOptions
 from molsam.errors import ConfigError, InputError
-from molsam.evaluate import SPLITS, checkpoint_info, labeled_molecules, raw_outputs
+from molsam.evaluate import SPLITS, checkpoint_info, labeled_molecules
 from molsam.predict import load_ensemble
 from molsam.train.calibration import (
     DEFAULT_ALPHA,
@@ -99,7 +99,7 @@ def calibrate(
     outputs = [
         outputs_from_raw(raw, ensemble.task, scaler, ensemble.num_classes, info["loss"])
         for raw, scaler, info in zip(
-            raw_outputs(ensemble, source, labeled.indices, batch_size), ensemble.scalers, infos)
+            ensemble.raw_outputs(source, labeled.indices, batch_size), ensemble.scalers, infos)
     ]
     where = {"data": str(labeled.store.source or data or labeled.source_name),
              "split": labeled.split}

@@ -30,3 +30,9 @@ class OutputError(InputError):
     """A path cannot be written or read for a reason of the machine, not of the data: no space
     left, no permission, a read-only file system, a missing folder. Names the path and what to
     do (molsam.outputs.path_error). An InputError, so callers that catch those still do."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command stops as on Ctrl-C (molsam.cli.signals). A subclass
+    of KeyboardInterrupt, so every Ctrl-C clean-up runs; `molsam tune --jobs` tells it apart
+    because its workers, unlike on Ctrl-C, were not signalled themselves."""

@@ -44,7 +44,7 @@ from molsam.data.store import GraphStore
 from molsam.data.read_options import DEFAULT, ReadOptions
 from molsam.data.table import iter_table
 from molsam.errors import CheckpointError, ConfigError, InputError
-from molsam.predict import Ensemble, default_batch_size, load_ensemble, padded_batches
+from molsam.predict import Ensemble, load_ensemble
 from molsam.train.calibration import (
     Calibrated,
     Outputs,
@@ -56,7 +56,6 @@ from molsam.train.calibration import (
     outputs_from_raw,
 )
 from molsam.train.checkpoint import checkpoint_loss, load_checkpoint
-from molsam.train.inference import predict_raw
 from molsam.train.metrics import task_metrics
 
 SPLITS = ("test", "val", "train", "all")
@@ -348,7 +347,7 @@ def evaluate(
     infos = [checkpoint_info(path) for path in ensemble.paths]
     outputs = [
         outputs_from_raw(raw, ensemble.task, scaler, ensemble.num_classes, info["loss"])
-        for raw, scaler, info in zip(raw_outputs(ensemble, source, indices, batch_size),
+        for raw, scaler, info in zip(ensemble.raw_outputs(source, indices, batch_size),
                                      ensemble.scalers, infos)
     ]
     per_member = np.stack([o.values for o in outputs])  # [M, N, O] in output units
@@ -406,28 +405,6 @@ def checkpoint_info(path: Path) -> dict:
     ckpt = load_checkpoint(path)
     return {"loss": checkpoint_loss(ckpt), "calibration": ckpt.get("calibration"),
             "member": member_id(ckpt)}
-
-
-def raw_outputs(
-    ensemble: Ensemble, source, indices: np.ndarray, batch_size: int | None = None
-) -> list[np.ndarray]:
-    """Each member's raw outputs (logits, standardized values, an MVE head's 2T columns),
-    float [len(indices), O_raw] per member, rows following `indices`; batched by molecule size
-    exactly as Ensemble.predict_source, so the numbers are predict's."""
-    indices = np.asarray(indices, dtype=np.int64)
-    batch_size = batch_size or default_batch_size(ensemble.device)
-    order = np.argsort(source.atom_counts_host[indices], kind="stable")
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    batches = padded_batches(source.atom_counts_host[indices[order]], batch_size)
-    out = []
-    with torch.inference_mode():
-        for model in ensemble.models:
-            raw = torch.cat([
-                predict_raw(model, source, indices[order[lo:hi]], hi - lo) for lo, hi in batches
-            ]) if batches else torch.zeros((0, model.num_tasks))
-            out.append(raw.cpu().numpy()[inverse])
-    return out
 
 
 def training_similarity(

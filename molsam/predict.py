@@ -211,11 +211,8 @@ class Ensemble:
         M arrays float32 [len(indices), O_raw], rows in the order of `indices`; batched by
         molecule size as predict_source says."""
         indices = np.asarray(indices, dtype=np.int64)
-        batch_size = batch_size or default_batch_size(self.device)
-        order = np.argsort(source.atom_counts_host[indices], kind="stable")
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        batches = padded_batches(source.atom_counts_host[indices[order]], batch_size)
+        order, inverse, batches = size_sorted_batches(
+            source, indices, batch_size or default_batch_size(self.device))
         out = []
         with torch.inference_mode():
             for model in self.models:
@@ -225,6 +222,18 @@ class Ensemble:
                 ]) if batches else torch.zeros((0, model.num_tasks))
                 out.append(raw.cpu().numpy()[inverse])
         return out
+
+
+def size_sorted_batches(
+    source: BatchSource, indices: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """How inference batches `indices` (int64 [N]): order [N] sorts them by atom count (stable),
+    inverse [N] puts results back in the order of `indices`, and batches are [lo, hi) ranges of
+    the sorted order (padded_batches)."""
+    order = np.argsort(source.atom_counts_host[indices], kind="stable")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return order, inverse, padded_batches(source.atom_counts_host[indices[order]], batch_size)
 
 
 def padded_batches(sorted_counts: np.ndarray, batch_size: int) -> list[tuple[int, int]]:

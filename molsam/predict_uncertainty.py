@@ -340,15 +340,12 @@ def mc_dropout_values(
 
     Batched by molecule size like Ensemble.predict_source (padded_batches), each batch seeded
     by dropout_seed."""
-    from molsam.predict import default_batch_size, padded_batches
+    from molsam.predict import default_batch_size, size_sorted_batches
     from molsam.train.inference import predict_mc_dropout, to_output_units
 
     indices = np.asarray(indices, dtype=np.int64)
-    batch_size = batch_size or default_batch_size(ensemble.device)
-    order = np.argsort(source.atom_counts_host[indices], kind="stable")
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    batches = padded_batches(source.atom_counts_host[indices[order]], batch_size)
+    order, inverse, batches = size_sorted_batches(
+        source, indices, batch_size or default_batch_size(ensemble.device))
     losses = ensemble.losses or ["mse"] * len(ensemble)
     out = np.empty((len(ensemble) * samples, len(indices), ensemble.num_outputs))
     with torch.inference_mode():

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from molsam.config import Recipe
-from molsam.errors import ConfigError
+from molsam.errors import ConfigError, Terminated
 from molsam.tune import fail_running_trials, worker_tag
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,13 +125,13 @@ class _StopRequest:
     KeyboardInterrupt only while the worker is inside `interruptible()` (training a trial)."""
 
     requested = False
-    interruptible = False
+    training = False  # inside interruptible()
 
     @classmethod
     def on_signal(cls, signum: int, frame: Any) -> None:
         cls.requested = True
-        if cls.interruptible:
-            cls.interruptible = False  # one interrupt: the clean-up that follows runs to the end
+        if cls.training:
+            cls.training = False  # one interrupt: the clean-up that follows runs to the end
             raise KeyboardInterrupt
 
     @classmethod
@@ -140,16 +140,13 @@ class _StopRequest:
         """Training a trial: a stop request (earlier or now) interrupts it."""
         if cls.requested:
             raise KeyboardInterrupt
-        cls.interruptible = True
+        cls.training = True
         try:
             yield
         finally:
-            cls.interruptible = False
+            cls.training = False
 
 
-class Terminated(KeyboardInterrupt):
-    """The parent was sent SIGTERM (not Ctrl-C, which its workers receive themselves): the
-    workers are told at once."""
 
 
 def _one_line(error: BaseException) -> str:

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+
+from molsam.cli.signals import sigterm_as_interrupt
 from molsam.errors import MolsamError
 
 log = logging.getLogger("molsam")
@@ -55,7 +54,7 @@ def tune(
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # molsam prints one line per trial
         raw = apply_overrides(load_recipe_dict(recipe), overrides or [])
         resolved = recipe_from_dict(raw, source=str(recipe), base_dir=recipe.parent)
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             result = tune_recipe(
                 resolved, out, trials=trials, timeout=timeout, storage=storage,
                 study_name=study_name, seed=seed, prune=prune, jobs=jobs,
@@ -74,28 +73,6 @@ def tune(
     except MolsamError as error:
         raise fail(error) from None
     _report(console, result, out)
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """A worker stopped with SIGTERM (a batch scheduler, `kill`) ends like Ctrl-C: the trial in
-    progress is marked failed and the outputs are written, instead of a trial left RUNNING in a
-    shared study. (A process started in the background by a non-interactive shell ignores
-    SIGINT, so SIGTERM is how such a worker is stopped.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        from molsam.tune_jobs import Terminated
-
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _trial_line(trial) -> str:

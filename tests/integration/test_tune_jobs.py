@@ -19,7 +19,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 import molsam.tune as tune_module  # noqa: E402
 from molsam import tune_jobs  # noqa: E402
-from molsam.cli.tune import _sigterm_as_interrupt  # noqa: E402
+from molsam.cli.signals import sigterm_as_interrupt as _sigterm_as_interrupt  # noqa: E402
 from molsam.errors import ConfigError, MolsamError  # noqa: E402
 from molsam.tune import default_storage, load_study, tune_recipe  # noqa: E402
 from tests.integration.test_tune import _recipe  # noqa: E402
