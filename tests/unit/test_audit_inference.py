@@ -51,7 +51,7 @@ def test_evaluate_with_batches_smaller_than_the_data(tmp_path):
 
 def _deepchem_scaffold_split(mols: list[Chem.Mol], frac_train: float = 0.8,
                              frac_valid: float = 0.1) -> tuple[list[int], list[int], list[int]]:
-    """DeepChem's ScaffoldSplitter, written from its rules (DESIGN.md) on RDKit directly:
+    """DeepChem's ScaffoldSplitter, written from its rules (molsam.data.splits) on RDKit directly:
     Bemis-Murcko scaffold SMILES without chirality; sets sorted by (size, first index), largest
     first; a set goes to train unless train would pass 80%, else to valid unless train + valid
     would pass 90%, else to test."""

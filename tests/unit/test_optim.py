@@ -247,7 +247,7 @@ def test_graphsam_matches_equations_over_steps_with_reanchor(anchor: str) -> Non
         got_e.append([opt.state[p]["e"].clone() for p in list(model.parameters())[:4]])
     assert "e" not in opt.state[model.unused]  # never had a gradient
 
-    # reference: plain tensors, one loop per tensor, the equations of docs/GRAPHSAM.md
+    # reference: plain tensors, one loop per tensor, the equations of the GraphSAM paper
     ref = make_model()
     theta = [p.detach().clone() for p in list(ref.parameters())[:4]]
     ref_params = [nn.Parameter(t.clone()) for t in theta]
@@ -667,7 +667,7 @@ def test_rst_probability_schedule_and_rate() -> None:
 
 
 def test_reanchor_drops_the_estimate_of_parameters_without_gradient() -> None:
-    # docs/GRAPHSAM.md: parameters without a gradient are left out of norms and perturbation.
+    # Parameters without a gradient are left out of norms and perturbation (molsam.optim).
     # A parameter that had a gradient before but none in the anchor pass must not keep its old
     # (stale) direction, which would still count in the norm of e.
     model = make_model()
