@@ -161,12 +161,14 @@ def _epoch_reporter(console: Console):
 
 
 def _epoch_line(info: dict) -> str:
+    """Loss and validation per epoch; the test metric is shown only once training has chosen
+    its epoch (the summary line), so nobody picks an epoch or a setting on test."""
     def show(value):
         return "-" if value is None else f"{value:.4f}"
 
     return (
         f"seed {info['seed']} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.4f} "
-        f"val {info['metric']} {show(info['val'])} test {show(info['test'])} "
+        f"val {info['metric']} {show(info['val'])} "
         f"{info['graphs_per_s']:.0f} graphs/s{' *best' if info['best'] else ''}"
     )
 

@@ -57,3 +57,12 @@ def test_config_errors_are_one_line(tmp_path):
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "not a run directory (no recipe.yaml)" in result.output
+
+
+def test_epoch_lines_show_validation_not_test():
+    """Per epoch the log shows loss and validation; test appears only in the final summary."""
+    from molsam.cli.train import _epoch_line
+
+    line = _epoch_line({"seed": 0, "epoch": 3, "epochs": 30, "loss": 0.5, "metric": "rmse",
+                        "val": 1.2345, "test": 0.9876, "graphs_per_s": 900.0, "best": True})
+    assert "val rmse 1.2345" in line and "test" not in line and "0.9876" not in line
