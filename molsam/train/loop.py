@@ -173,7 +173,7 @@ def epoch_rho(recipe: Recipe, epoch: int) -> tuple[float, float | None]:
     (reference_decay); otherwise rho follows rho_at when its schedule applies and radius is
     None (no optimizer but the reference variant has one)."""
     o = recipe.optim
-    if o.name == "graphsam" and o.variant == "reference":
+    if optimizer_name(recipe) == "graphsam_reference":
         factor = reference_decay(epoch, o.gamma, o.rho_every)
         return o.rho * factor, o.radius * factor
     if rho_schedule_is_step(o.rho_schedule, o.name):

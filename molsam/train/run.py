@@ -63,11 +63,11 @@ def load_recipe_data(
     recipe: Recipe, on_progress: Callable[[int, int], None] | None = None
 ) -> GraphStore:
     """Featurize (through the cache) the molecules a recipe names."""
-    d = recipe.data
+    rwse_steps, extras = recipe_featurizer(recipe)
     store = load_store(
-        DataSpec.from_config(d),  # data.delimiter, data.decimal, data.sheet included
-        rwse_steps=recipe_featurizer(recipe)[0],
-        extras=recipe_featurizer(recipe)[1],
+        DataSpec.from_config(recipe.data),  # data.delimiter, data.decimal, data.sheet included
+        rwse_steps=rwse_steps,
+        extras=extras,
         workers=recipe.train.workers or None,
         on_progress=on_progress,
     )
